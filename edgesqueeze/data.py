@@ -1,0 +1,270 @@
+"""Images, labels, preprocessing and the calibration/evaluation split (numpy + OpenCV, no torch).
+
+Preprocessing is described by the model (`Preprocess` in its arch or in an exported file's
+metadata), never remembered by the caller:
+
+- `to_uint8_input(img, pre)`: resize and centre-crop a BGR uint8 frame and put its channels in
+  the model's order. This is what an INT8 model with folded normalisation takes (HWC uint8).
+- `normalize(x, pre)`: (x - mean) / std in float32, NCHW — what the FP32 model takes.
+
+The split is by a hash of each file's name, so it does not depend on listing order, numpy's RNG
+or which other files are present: `calibration_fraction` of names go to calibration.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .arch import Preprocess
+from .errors import DataError, missing_extra
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SPLIT_SALT = "edgesqueeze-split-v1"
+DEFAULT_CALIBRATION_FRACTION = 1 / 3
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise missing_extra("opencv (cv2)", "camera") from e
+    return cv2
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: Path
+    label: int  # class index, -1 when unknown
+
+
+# ---------------------------------------------------------------- images
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as a BGR uint8 HxWx3 array (grey and alpha are converted, 16-bit is
+    scaled to 8-bit). Raises DataError naming the file when it cannot be used."""
+    cv2 = _cv2()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); replace or remove it")
+    # imdecode from bytes: imread cannot open non-ASCII paths on every platform
+    raw = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path}: not a readable image (OpenCV cannot decode it); replace or remove it")
+    return as_bgr8(img, source=str(path))
+
+
+def as_bgr8(img: np.ndarray, *, source: str = "frame") -> np.ndarray:
+    """Any decoded image (grey, BGR, BGRA; 8 or 16 bit) as contiguous BGR uint8."""
+    cv2 = _cv2()
+    if not isinstance(img, np.ndarray) or img.size == 0:
+        raise DataError(f"{source}: empty image")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * 255.0 if img.max() <= 1.0 else img, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DataError(f"{source}: pixel type {img.dtype} is not supported; use 8- or 16-bit images")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise DataError(f"{source}: shape {img.shape} is not an image (need HxW, HxWx3 or HxWx4)")
+    return np.ascontiguousarray(img)
+
+
+def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Resize and centre-crop a BGR uint8 frame; channels in the model's order. HxWx3 uint8.
+
+    caffe: resize to exactly pre.resize (h, w); torchvision: resize the short side to pre.resize.
+    Both with bilinear interpolation (cv2.INTER_LINEAR), then a centre crop of pre.crop."""
+    cv2 = _cv2()
+    h, w = img_bgr.shape[:2]
+    if isinstance(pre.resize, tuple):
+        rh, rw = pre.resize
+    else:
+        short = pre.resize
+        if h <= w:
+            rh, rw = short, max(short, int(round(w * short / h)))
+        else:
+            rh, rw = max(short, int(round(h * short / w))), short
+    if (rh, rw) != (h, w):
+        img_bgr = cv2.resize(img_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    c = pre.crop
+    if rh < c or rw < c:
+        raise DataError(f"resize to {rh}x{rw} is smaller than the {c}x{c} crop; fix the preprocessing")
+    top, left = (rh - c) // 2, (rw - c) // 2
+    out = img_bgr[top : top + c, left : left + c]
+    if pre.channel_order == "RGB":
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def normalize(x_hwc: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """uint8 HWC (or NHWC) in the model's channel order -> float32 NCHW (x - mean) / std."""
+    x = np.asarray(x_hwc, dtype=np.float32)
+    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    if x.ndim == 3:
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess_file(path: str | os.PathLike, pre: Preprocess) -> np.ndarray:
+    """A file as the FP32 model's input: float32 1x3xHxW."""
+    return normalize(to_uint8_input(load_image(path), pre), pre)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """synset_words.txt: line i is class i, `n01440764 tench, Tinca tinca` -> "tench, Tinca tinca"."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read class names ({e.strerror or e})") from None
+    names = []
+    for i, line in enumerate(lines):
+        line = line.strip()
+        if not line:
+            continue
+        wnid, _, name = line.partition(" ")
+        names.append(name.strip() or wnid)
+    if not names:
+        raise DataError(f"{path}: no class names in it; expected one 'synset name' per line")
+    return names
+
+
+def read_synsets(path: str | os.PathLike) -> list[str]:
+    """The synset id of each class, in class-index order, from synset_words.txt."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read synsets ({e.strerror or e})") from None
+    return [line.split(" ", 1)[0] for line in lines if line.strip()]
+
+
+def read_labels_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[LabelledImage]:
+    """`file,synset,class_index,class_name` rows -> labelled images (files relative to
+    `image_dir`, default: a `sample/` folder beside the CSV, else the CSV's folder).
+    A row naming a missing file is an error that names it."""
+    csv_path = Path(csv_path)
+    try:
+        text = csv_path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{csv_path}: cannot read the label file ({e.strerror or e})") from None
+    reader = csv.DictReader(text.splitlines())
+    # (physical line number of the row's last line, row): blank lines and quoted newlines count
+    numbered = [(reader.line_num, row) for row in reader]
+    rows = [row for _, row in numbered]
+    if not rows or "file" not in rows[0] or "class_index" not in rows[0]:
+        raise DataError(f"{csv_path}: expected a CSV with columns file,class_index (and optionally synset,class_name)")
+    if image_dir is None:
+        image_dir = csv_path.parent / "sample"
+        if not image_dir.is_dir():
+            image_dir = csv_path.parent
+    image_dir = Path(image_dir)
+    out, missing = [], []
+    for lineno, row in numbered:
+        try:
+            label = int(row["class_index"])
+        except (TypeError, ValueError):
+            raise DataError(f"{csv_path}:{lineno}: class_index {row.get('class_index')!r} is not an integer") from None
+        p = image_dir / row["file"]
+        if not p.is_file():
+            missing.append(row["file"])
+        out.append(LabelledImage(p, label))
+    if missing:
+        raise DataError(
+            f"{csv_path}: {len(missing)} listed file(s) missing from {image_dir}: "
+            + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        )
+    return out
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of images")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def labelled_folder(folder: str | os.PathLike, synset_words: str | os.PathLike) -> list[LabelledImage]:
+    """Images named `<synset>_<anything>.<ext>` labelled through synset_words.txt."""
+    index = {s: i for i, s in enumerate(read_synsets(synset_words))}
+    out, unknown = [], []
+    for p in list_images(folder):
+        wnid = p.name.split("_", 1)[0]
+        if wnid not in index:
+            unknown.append(p.name)
+        else:
+            out.append(LabelledImage(p, index[wnid]))
+    if unknown:
+        raise DataError(
+            f"{folder}: {len(unknown)} file name(s) do not start with a known synset id "
+            f"(e.g. {unknown[0]}); name them <synset>_<name>.JPEG or give a labels CSV"
+        )
+    return out
+
+
+def load_dataset(source: str | os.PathLike, *, synset_words: str | os.PathLike | None = None) -> list[LabelledImage]:
+    """A labels CSV, or a folder of synset-prefixed images (with `synset_words`), or a plain
+    folder of images (labels -1)."""
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return read_labels_csv(source)
+    if source.is_dir():
+        images = list_images(source)
+        if not images:
+            raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        if synset_words is not None:
+            return labelled_folder(source, synset_words)
+        return [LabelledImage(p, -1) for p in images]
+    raise DataError(f"{source}: neither a labels .csv file nor a folder of images")
+
+
+# ---------------------------------------------------------------- split
+
+
+def split_key(name: str) -> float:
+    """A number in [0, 1) from the file name alone (sha256 of salt + name)."""
+    h = hashlib.sha256((SPLIT_SALT + name).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def split_calibration(
+    items: Sequence[LabelledImage], *, calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """(calibration, evaluation): disjoint, decided per file name by `split_key(name) <
+    calibration_fraction`. On the 600 shared sample images the default 1/3 gives about 200/400."""
+    if not 0.0 < calibration_fraction < 1.0:
+        raise DataError(f"calibration_fraction={calibration_fraction} must lie strictly between 0 and 1")
+    calib, evals = [], []
+    for it in items:
+        (calib if split_key(it.path.name) < calibration_fraction else evals).append(it)
+    return calib, evals
+
+
+def iter_batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), batch_size):
+        yield items[i : i + batch_size]
+
+
+def stack_inputs(paths: Iterable[Path], pre: Preprocess) -> np.ndarray:
+    """Files -> float32 NCHW batch, normalised for the FP32 model."""
+    return np.concatenate([preprocess_file(p, pre) for p in paths], axis=0)

@@ -1,0 +1,53 @@
+"""Run models over labelled images and compare them (the FP32 side needs torch).
+
+Library code never prints: progress goes through an optional callback `progress(n_done)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .data import LabelledImage, iter_batches, load_image, normalize, to_uint8_input
+from .metrics import Accuracy, accuracy, agreement
+
+Progress = Callable[[int], None] | None
+
+
+def fp32_scores(model, items: Sequence[LabelledImage], *, batch_size: int = 32, progress: Progress = None) -> np.ndarray:
+    """Logits of the PyTorch model for each image, (len(items), classes) float32."""
+    import torch
+
+    pre = model.arch.preprocess
+    model.eval()
+    out = []
+    for batch in iter_batches(items, batch_size):
+        x = np.concatenate([normalize(to_uint8_input(load_image(i.path), pre), pre) for i in batch])
+        with torch.no_grad():
+            out.append(model(torch.from_numpy(x)).numpy())
+        if progress:
+            progress(len(batch))
+    return np.concatenate(out) if out else np.zeros((0, model.arch.num_classes), np.float32)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One model against the FP32 baseline on the same images."""
+
+    accuracy: Accuracy
+    drop_top1: float  # percentage points, baseline - this
+    drop_top5: float
+    agreement: float  # percent of images with the same top-1 as the baseline
+
+    def to_dict(self) -> dict:
+        return {**self.accuracy.to_dict(), "drop_top1_pp": self.drop_top1,
+                "drop_top5_pp": self.drop_top5, "top1_agreement": self.agreement}
+
+
+def compare(name: str, scores: np.ndarray, baseline_scores: np.ndarray, labels: np.ndarray,
+            baseline: Accuracy | None = None) -> Comparison:
+    base = baseline or accuracy("fp32", baseline_scores, labels)
+    acc = accuracy(name, scores, labels)
+    return Comparison(acc, base.top1 - acc.top1, base.top5 - acc.top5, agreement(scores, baseline_scores))

@@ -1,0 +1,18 @@
+"""The board-side modules never import torch (checked in a fresh interpreter)."""
+
+import subprocess
+import sys
+
+BOARD_MODULES = ["edgesqueeze", "edgesqueeze.arch", "edgesqueeze.graph", "edgesqueeze.data",
+                 "edgesqueeze.metrics", "edgesqueeze.metadata", "edgesqueeze.weights",
+                 "edgesqueeze.weights.deep_compression", "edgesqueeze.weights.caffe",
+                 "edgesqueeze.cli"]
+
+
+def test_board_modules_do_not_import_torch():
+    code = ("import sys, importlib\n"
+            f"for m in {BOARD_MODULES!r}: importlib.import_module(m)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxruntime', 'ai_edge_litert'))\n"
+            "print(','.join(bad))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
