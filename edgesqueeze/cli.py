@@ -40,7 +40,10 @@ def _load_items(args):
     from . import data, paths
 
     src = Path(args.images) if args.images else paths.default_labels_csv()
-    items = data.load_dataset(src, synset_words=args.synset_words or (paths.default_synset_words() if src.is_dir() else None))
+    synsets = args.synset_words
+    if synsets is None and src.is_dir() and data.looks_synset_named(src):
+        synsets = paths.default_synset_words()
+    items = data.load_dataset(src, synset_words=synsets)
     if args.split != "all":
         calib, evals = data.split_calibration(items, calibration_fraction=args.calibration_fraction)
         items = calib if args.split == "calibration" else evals

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -165,7 +166,7 @@ def read_labels_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | 
     A row naming a missing file is an error that names it."""
     csv_path = Path(csv_path)
     try:
-        text = csv_path.read_text(encoding="utf-8")
+        text = csv_path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's BOM is not a column name
     except OSError as e:
         raise DataError(f"{csv_path}: cannot read the label file ({e.strerror or e})") from None
     reader = csv.DictReader(text.splitlines())
@@ -202,6 +203,12 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder of images")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def looks_synset_named(folder: str | os.PathLike) -> bool:
+    """True when the folder's images are named `<synset>_...` (e.g. n01440764_tench.JPEG)."""
+    images = list_images(folder)
+    return bool(images) and all(re.match(r"n\d{8}_", p.name) for p in images)
 
 
 def labelled_folder(folder: str | os.PathLike, synset_words: str | os.PathLike) -> list[LabelledImage]:
