@@ -1,0 +1,1 @@
+"""Integer (INT8) arithmetic: the numpy reference that predicts TFLite/LiteRT and onnxruntime."""
