@@ -8,7 +8,7 @@ state_dict loads as it is; `named_convs()` gives the same convs under the arch's
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -20,7 +20,9 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
     raise missing_extra("torch", "quantize") from e
 
-from .arch import (
+Tap = Callable[[str, "torch.Tensor"], None] | None
+
+from .arch import (  # noqa: E402
     Arch,
     Bypass,
     FireSpec,
@@ -49,18 +51,26 @@ class Fire(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tap: Tap = None) -> torch.Tensor:
+        n = self.spec.name
         s = self.squeeze_activation(self.squeeze(x))
-        y = torch.cat(
-            [
-                self.expand1x1_activation(self.expand1x1(s)),
-                self.expand3x3_activation(self.expand3x3(s)),
-            ],
-            1,
-        )
+        e1 = self.expand1x1_activation(self.expand1x1(s))
+        e3 = self.expand3x3_activation(self.expand3x3(s))
+        y = torch.cat([e1, e3], 1)
+        if tap is not None:
+            tap(f"{n}.squeeze", s)
+            tap(f"{n}.expand1x1", e1)
+            tap(f"{n}.expand3x3", e3)
+            tap(f"{n}.concat", y)
         if self.spec.bypass is Bypass.NONE:
             return y
-        return y + (self.bypass(x) if self.bypass is not None else x)
+        skip = self.bypass(x) if self.bypass is not None else x
+        if tap is not None and self.bypass is not None:
+            tap(f"{n}.bypass", skip)
+        y = y + skip
+        if tap is not None:
+            tap(f"{n}.add", y)
+        return y
 
 
 class SqueezeNet(nn.Module):
@@ -102,8 +112,28 @@ class SqueezeNet(nn.Module):
                     nn.init.kaiming_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.classifier(self.features(x)), 1)
+    def forward(self, x: torch.Tensor, tap: Tap = None) -> torch.Tensor:
+        """Logits (N, classes). `tap(name, tensor)`, when given, sees every tensor of the
+        lowered graph (edgesqueeze.graph) under its name, after its fused ReLU: "conv1",
+        "pool1", "fire2.squeeze", ..., "fire2.concat", "conv10", "logits"."""
+        if tap is None:
+            return torch.flatten(self.classifier(self.features(x)), 1)
+        pools = iter(self.arch.pool_after)
+        for m in self.features:
+            if isinstance(m, Fire):
+                x = m(x, tap)
+            else:
+                x = m(x)
+                if isinstance(m, nn.ReLU):
+                    tap("conv1", x)
+                elif isinstance(m, nn.MaxPool2d):
+                    after = next(pools)
+                    tap("pool1" if after == "conv1" else f"pool{after.removeprefix('fire')}", x)
+        x = self.classifier[2](self.classifier[1](self.classifier[0](x)))
+        tap("conv10", x)
+        y = torch.flatten(self.classifier[3](x), 1)
+        tap("logits", y)
+        return y
 
     def named_convs(self) -> Iterator[tuple[str, nn.Conv2d]]:
         """(arch name, conv) in execution order: conv1, fireN.squeeze/expand1x1/expand3x3

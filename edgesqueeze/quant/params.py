@@ -1,0 +1,250 @@
+"""The quantized graph as plain data: schemes, per-tensor QParams, quantized convs (numpy only).
+
+A `QuantizedModel` is everything an exporter or the integer reference needs: the lowered graph,
+every 8-bit tensor's scale and zero point, and each conv's int8 weights, per-channel scales and
+int32 bias. It saves to a readable JSON (the parameters, per layer) plus an NPZ (the integer
+arrays), so calibration runs once and export runs many times.
+
+Conventions (TFLite's int8 spec, which ONNX QDQ also expresses):
+- activations int8, real = scale * (q - zero_point); one scale/zero point per tensor;
+- weights int8 symmetric per output channel (zero point 0), stored OHWI as TFLite wants;
+- bias int32, scale = input scale * weight scale[c], zero point 0;
+- every scale is a float32 value (kept as a Python float that is exactly a float32), because the
+  runtimes compute requantization in float32 from the file's float32 scales.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from ..arch import Arch, Bypass, ConvSpec, FireSpec, Preprocess
+from ..errors import DataError, OptionError
+from ..graph import Node, lower
+
+FORMAT_VERSION = 1
+
+
+class Scheme(str, Enum):
+    """`affine`: TFLite/ONNX integer spec — per-channel symmetric int8 weights, asymmetric int8
+    activations, scales from the calibrated range.
+    `ristretto`: Ristretto's dynamic fixed point — power-of-two scales everywhere, symmetric
+    (zero point 0) weights per layer and activations per tensor, integer length from the
+    calibrated max; requantization reduces to a shift."""
+
+    AFFINE = "affine"
+    RISTRETTO = "ristretto"
+
+
+def parse_enum(enum_cls, value, what: str):
+    """Enum member from a member or its value; OptionError naming the allowed values."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum_cls)
+        raise OptionError(f"{what}={value!r} is not one of {allowed}") from None
+
+
+def f32(x: float) -> float:
+    """Round to the nearest float32, kept as a Python float."""
+    return float(np.float32(x))
+
+
+@dataclass(frozen=True)
+class QParams:
+    """One tensor's int8 quantization: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+    @property
+    def fractional_length(self) -> int | None:
+        """Ristretto's fractional length fl when scale == 2**-fl, else None."""
+        m, e = math.frexp(self.scale)
+        return 1 - e if m == 0.5 else None
+
+    def range(self) -> tuple[float, float]:
+        """The real values of q = -128 and q = 127."""
+        return self.scale * (-128 - self.zero_point), self.scale * (127 - self.zero_point)
+
+    def to_dict(self) -> dict:
+        d = {"scale": self.scale, "zero_point": self.zero_point}
+        lo, hi = self.range()
+        d["real_range"] = [lo, hi]
+        fl = self.fractional_length
+        if fl is not None:  # Ristretto's notation: integer length + fractional length = 8 bits
+            d["integer_length"], d["fractional_length"] = 8 - fl, fl
+        return d
+
+
+@dataclass(frozen=True)
+class QConv:
+    """A quantized conv: int8 weight OHWI, per-channel float32 scales, int32 bias."""
+
+    name: str
+    spec: ConvSpec
+    weight: np.ndarray  # int8 (O, kh, kw, I)
+    weight_scale: np.ndarray  # float32 (O,)
+    bias: np.ndarray  # int32 (O,)
+    input: str  # tensor names
+    output: str
+
+    def real_multiplier(self, tensors: dict[str, QParams]) -> np.ndarray:
+        """input_scale * weight_scale / output_scale per channel, in float32 and in that order,
+        as onnxruntime and LiteRT (XNNPACK) compute it."""
+        s_in = np.float32(tensors[self.input].scale)
+        s_out = np.float32(tensors[self.output].scale)
+        return (s_in * self.weight_scale.astype(np.float32)) / s_out
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    arch: Arch
+    scheme: Scheme
+    tensors: dict[str, QParams]  # every int8 tensor, "input" included
+    convs: dict[str, QConv]
+    labels: tuple[str, ...] = ()
+    calibration: dict = field(default_factory=dict)  # method, images, split rule, per-tensor ranges
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return lower(self.arch)
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write `<path>.json` (readable: scheme, per-tensor and per-layer parameters) and
+        `<path>.npz` (int8 weights, float32 weight scales, int32 biases)."""
+        path = Path(path)
+        base = path.with_suffix("") if path.suffix in (".json", ".npz") else path
+        jpath, npath = base.with_suffix(".json"), base.with_suffix(".npz")
+        arrays = {}
+        layers = {}
+        for name, c in self.convs.items():
+            arrays[f"{name}/weight"] = c.weight
+            arrays[f"{name}/weight_scale"] = c.weight_scale
+            arrays[f"{name}/bias"] = c.bias
+            ws = c.weight_scale.astype(np.float64)
+            layers[name] = {
+                "input": c.input, "output": c.output,
+                "weight_scale_min": float(ws.min()), "weight_scale_max": float(ws.max()),
+                **({"weight_fractional_length": QParams(float(ws[0]), 0).fractional_length}
+                   if self.scheme is Scheme.RISTRETTO else {}),
+            }
+        doc = {
+            "format": "edgesqueeze-quantized", "format_version": FORMAT_VERSION,
+            "scheme": self.scheme.value, "arch": arch_to_dict(self.arch),
+            "labels": list(self.labels), "calibration": self.calibration,
+            "tensors": {n: q.to_dict() for n, q in self.tensors.items()},
+            "convs": layers, "arrays": npath.name,
+        }
+        tmp_j, tmp_n = jpath.with_name(jpath.name + ".partial"), npath.with_name(npath.name + ".partial.npz")
+        with open(tmp_n, "wb") as f:
+            np.savez(f, **arrays)
+        tmp_j.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp_n, npath)
+        os.replace(tmp_j, jpath)
+        return jpath, npath
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "QuantizedModel":
+        path = Path(path)
+        jpath = path if path.suffix == ".json" else path.with_suffix(".json")
+        try:
+            doc = json.loads(jpath.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{jpath}: no such quantization file; run `edgesqueeze quantize` first") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"{jpath}: not readable JSON ({e})") from None
+        try:
+            if doc.get("format") != "edgesqueeze-quantized":
+                raise ValueError("it is not an edgesqueeze quantization file (format key)")
+            if doc.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {doc.get('format_version')} is not {FORMAT_VERSION}")
+            arch = arch_from_dict(doc["arch"])
+            scheme = parse_enum(Scheme, doc["scheme"], "scheme")
+            tensors = {n: QParams(float(d["scale"]), int(d["zero_point"])) for n, d in doc["tensors"].items()}
+            npath = jpath.with_name(doc["arrays"])
+            with np.load(npath) as z:
+                arrays = {k: z[k] for k in z.files}
+            specs = {c.name: c for c in arch.convs()}
+            convs = {}
+            for name, d in doc["convs"].items():
+                convs[name] = QConv(name, specs[name], arrays[f"{name}/weight"].astype(np.int8),
+                                    arrays[f"{name}/weight_scale"].astype(np.float32),
+                                    arrays[f"{name}/bias"].astype(np.int32), d["input"], d["output"])
+            qm = cls(arch, scheme, tensors, convs, tuple(doc.get("labels", ())), dict(doc.get("calibration", {})))
+            validate(qm)
+            return qm
+        except DataError:
+            raise
+        except (KeyError, ValueError, TypeError, OSError, OptionError) as e:
+            raise DataError(f"{jpath}: malformed quantization file: {type(e).__name__}: {e}; "
+                            "re-run `edgesqueeze quantize`") from None
+
+
+def validate(qm: QuantizedModel) -> None:
+    """Every tensor and conv of the graph present, shapes and dtypes right, scales positive and
+    finite, zero points in int8, concat inputs sharing the output's parameters. All problems at once."""
+    problems = []
+    for n, q in qm.tensors.items():
+        if not (math.isfinite(q.scale) and q.scale > 0):
+            problems.append(f"tensor {n}: scale {q.scale} is not positive and finite")
+        if not -128 <= q.zero_point <= 127:
+            problems.append(f"tensor {n}: zero point {q.zero_point} is outside int8")
+    for node in qm.nodes:
+        if node.kind.value == "mean":
+            continue
+        if node.name not in qm.tensors:
+            problems.append(f"tensor {node.name} has no quantization parameters")
+        if node.kind.value == "conv":
+            c = qm.convs.get(node.name)
+            spec = node.conv
+            want = (spec.out_channels, spec.kernel, spec.kernel, spec.in_channels)
+            if c is None:
+                problems.append(f"conv {node.name} is missing")
+            elif c.weight.shape != want or c.weight.dtype != np.int8:
+                problems.append(f"conv {node.name}: weight {c.weight.dtype}{c.weight.shape}, need int8{want}")
+            elif c.weight_scale.shape != (spec.out_channels,) or not (np.isfinite(c.weight_scale).all() and (c.weight_scale > 0).all()):
+                problems.append(f"conv {node.name}: weight scales must be {spec.out_channels} positive finite values")
+            elif c.bias.shape != (spec.out_channels,) or c.bias.dtype != np.int32:
+                problems.append(f"conv {node.name}: bias must be int32 ({spec.out_channels},)")
+        if node.kind.value == "concat" and node.name in qm.tensors:
+            for i in node.inputs:
+                if qm.tensors.get(i) != qm.tensors[node.name]:
+                    problems.append(f"concat {node.name}: input {i} does not share the output's scale/zero point")
+    if problems:
+        raise DataError("invalid quantized model: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- arch <-> JSON
+
+
+def arch_to_dict(arch: Arch) -> dict:
+    c = arch.conv1
+    return {
+        "name": arch.name,
+        "conv1": {"out_channels": c.out_channels, "kernel": c.kernel, "stride": c.stride, "pad": c.pad},
+        "fires": [[f.index, f.in_channels, f.squeeze, f.expand1x1, f.expand3x3, f.bypass.value] for f in arch.fires],
+        "pool_after": list(arch.pool_after), "num_classes": arch.num_classes,
+        "final_pad": arch.final_pad, "ceil_mode": arch.ceil_mode,
+        "preprocess": arch.preprocess.to_dict(),
+    }
+
+
+def arch_from_dict(d: dict) -> Arch:
+    c = d["conv1"]
+    return Arch(
+        name=str(d["name"]),
+        conv1=ConvSpec("conv1", 3, int(c["out_channels"]), int(c["kernel"]), int(c["stride"]), int(c["pad"])),
+        fires=tuple(FireSpec(int(i), int(cin), int(s), int(e1), int(e3), Bypass(b)) for i, cin, s, e1, e3, b in d["fires"]),
+        pool_after=tuple(d["pool_after"]), num_classes=int(d["num_classes"]),
+        final_pad=int(d["final_pad"]), ceil_mode=bool(d["ceil_mode"]),
+        preprocess=Preprocess.from_dict(d["preprocess"]),
+    )

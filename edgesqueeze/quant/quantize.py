@@ -1,0 +1,147 @@
+"""Float weights + calibrated ranges -> a QuantizedModel (numpy only).
+
+    quantize_model(arch, params, ranges, scheme=Scheme.AFFINE) -> QuantizedModel
+
+`ranges` maps every tensor name of the lowered graph to the real interval [lo, hi] chosen by
+calibration (edgesqueeze.calibrate.choose_range). The decisions made here, and why:
+
+Input folding. The FP32 model takes (x - mean) / std. conv1 is linear, so
+    W * ((x - mean) / std) + b = (W / std) * x + (b - sum_{c,i,j} W[o,c,i,j] * mean[c] / std[c])
+exactly, provided conv1 has no padding (a padded border would be 0 in normalised space, i.e.
+`mean` in pixel space, which the folded conv cannot see). v1.0 and v1.1 have none. The
+quantized model then takes raw uint8 pixels: q = pixel - 128 with scale 1, zero point -128,
+which represents every pixel exactly.
+
+Concat. A Fire module concatenates its two expand convs. TFLite's CONCATENATION requires the
+inputs and output to share one scale and zero point, and anything else would requantize one
+branch (losing a rounding step) for no gain: both branches end in a ReLU and have similar
+ranges. So both expand convs write straight into the concat's parameters, which come from the
+concat's own calibrated range (the union of the two); the concat is then a copy in integers.
+
+Max pool keeps its input's parameters (max commutes with a monotone requantization).
+
+Zero weight channels. A channel whose weights are all zero (fire7.expand1x1 channel 19 in the
+released v1.0) would get scale max|w|/127 = 0: a division by zero and a bias that cannot be
+represented. It takes the largest scale of its layer instead; its weights stay 0 and its bias
+(the only thing it outputs) is quantized like any other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..arch import Arch
+from ..errors import OptionError, WeightsError
+from ..graph import INPUT, OUTPUT, OpKind, lower
+from .params import QConv, QParams, QuantizedModel, Scheme, f32, parse_enum, validate
+
+INPUT_QPARAMS = QParams(1.0, -128)  # q = pixel - 128: raw uint8 pixels as int8, exactly
+WEIGHT_QMAX = 127  # TFLite: int8 weights are symmetric in [-127, 127]
+MIN_RANGE = 1e-6  # a calibrated range narrower than this is widened, so no scale is 0
+
+
+def fold_input_normalization(arch: Arch, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """conv1's (weight, bias) for raw pixels in the model's channel order (see module doc)."""
+    if arch.conv1.pad != 0:
+        raise OptionError(
+            f"{arch.name}: conv1 has padding {arch.conv1.pad}, so folding the input normalisation "
+            "into it is not exact; quantize a model whose first conv is unpadded (v1.0 and v1.1 are)"
+        )
+    mean = np.asarray(arch.preprocess.mean, np.float64)
+    std = np.asarray(arch.preprocess.std, np.float64)
+    w = weight.astype(np.float64) / std[None, :, None, None]
+    b = bias.astype(np.float64) - (w * mean[None, :, None, None]).sum(axis=(1, 2, 3))
+    return w, b
+
+
+def affine_qparams(lo: float, hi: float) -> QParams:
+    """Asymmetric int8 over [lo, hi] widened to hold 0: scale = (hi - lo) / 255 and the zero
+    point that maps real 0 to an integer exactly (so zero padding and ReLU are exact)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < MIN_RANGE:
+        hi = lo + MIN_RANGE
+    scale = f32((hi - lo) / 255.0)
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return QParams(scale, zp)
+
+
+def power_of_two_qparams(lo: float, hi: float) -> QParams:
+    """Ristretto's dynamic fixed point for activations: symmetric, zero point 0, integer
+    length il = ceil(log2(max|x|)) + 1 (one bit for the sign), fractional length 8 - il,
+    scale 2**-fl."""
+    m = max(abs(float(lo)), abs(float(hi)), MIN_RANGE)
+    il = math.ceil(math.log2(m)) + 1
+    return QParams(2.0 ** -(8 - il), 0)
+
+
+def _weight_scales(w: np.ndarray, scheme: Scheme, name: str) -> np.ndarray:
+    """Per-output-channel scales, float32. affine: max|w[o]| / 127 per channel (zero channels
+    take the layer's largest). ristretto: one power of two for the layer, 2**-(8 - il) with
+    il = ceil(log2(max|w|)) + 1."""
+    amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+    if not amax.any():
+        raise WeightsError(f"{name}: every weight is zero; nothing to quantize")
+    if scheme is Scheme.RISTRETTO:
+        il = math.ceil(math.log2(float(amax.max()))) + 1
+        return np.full(w.shape[0], 2.0 ** -(8 - il), np.float32)
+    scales = amax / WEIGHT_QMAX
+    scales[amax == 0] = scales.max()
+    return scales.astype(np.float32)
+
+
+def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out: str) -> QConv:
+    ws = _weight_scales(w, scheme, name)
+    q = np.rint(w / ws.astype(np.float64)[:, None, None, None])
+    q = np.clip(q, -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8).transpose(0, 2, 3, 1)  # OIHW -> OHWI
+    bias_scale = np.float32(s_in) * ws  # float32, as the runtimes derive it
+    bq = np.rint(b.astype(np.float64) / bias_scale.astype(np.float64))
+    if np.abs(bq).max() >= 2**31:
+        raise WeightsError(f"{name}: a bias does not fit int32 at scale input*weight; the calibrated input range is too small")
+    return QConv(name, spec, np.ascontiguousarray(q), ws, bq.astype(np.int32), inp, out)
+
+
+def quantize_model(
+    arch: Arch,
+    params: dict[str, tuple[np.ndarray, np.ndarray]],
+    ranges: dict[str, tuple[float, float]],
+    *,
+    scheme: Scheme | str = Scheme.AFFINE,
+    labels: tuple[str, ...] = (),
+    calibration: dict | None = None,
+) -> QuantizedModel:
+    scheme = parse_enum(Scheme, scheme, "scheme")
+    nodes = lower(arch)
+    missing = [n.name for n in nodes if n.name != OUTPUT and n.name not in ranges]
+    if missing:
+        raise OptionError(f"calibrated ranges missing for: {', '.join(missing)}; calibrate this arch ({arch.name}) first")
+    for name, (w, b) in params.items():
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise WeightsError(f"{name}: weights hold NaN or Inf")
+    bad = [n for n, (lo, hi) in ranges.items() if not (math.isfinite(lo) and math.isfinite(hi))]
+    if bad:
+        raise OptionError(f"calibrated ranges are NaN/Inf for: {', '.join(bad)}; check the weights and images")
+
+    make = power_of_two_qparams if scheme is Scheme.RISTRETTO else affine_qparams
+    # A conv feeding a concat writes in the concat's parameters (module doc).
+    shared = {i: n.name for n in nodes if n.kind is OpKind.CONCAT for i in n.inputs}
+    tensors: dict[str, QParams] = {INPUT: INPUT_QPARAMS}
+    convs: dict[str, QConv] = {}
+    for n in nodes:
+        if n.kind is OpKind.MEAN:
+            continue  # the head dequantizes before averaging: logits stay float
+        if n.kind is OpKind.MAXPOOL:
+            tensors[n.name] = tensors[n.inputs[0]]
+            continue
+        src = shared.get(n.name, n.name)
+        tensors[n.name] = make(*ranges[src])
+        if n.kind is OpKind.CONV:
+            w, b = params[n.name]
+            if n.name == "conv1":
+                w, b = fold_input_normalization(arch, w, b)
+            convs[n.name] = _quantize_conv(n.name, n.conv, w, b, tensors[n.inputs[0]].scale,
+                                           scheme, n.inputs[0], n.name)
+    qm = QuantizedModel(arch, scheme, tensors, convs, tuple(labels), dict(calibration or {}))
+    validate(qm)
+    return qm
