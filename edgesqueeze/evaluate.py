@@ -51,3 +51,41 @@ def compare(name: str, scores: np.ndarray, baseline_scores: np.ndarray, labels: 
     base = baseline or accuracy("fp32", baseline_scores, labels)
     acc = accuracy(name, scores, labels)
     return Comparison(acc, base.top1 - acc.top1, base.top5 - acc.top5, agreement(scores, baseline_scores))
+
+
+def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int = 16,
+                   progress: Progress = None) -> dict[str, float]:
+    """SQNR in dB of every int8 tensor of `qm` (dequantized) against the FP32 model's same
+    tensor, signal and noise power summed over all images: {name: dB}, graph order.
+
+    Each int8 tensor is the integer reference's, so the error includes everything upstream of
+    it: the worst layers show where accuracy is lost."""
+    import torch
+
+    from .quant.reference import dequantize_tensor, run_int8
+
+    pre = model.arch.preprocess
+    names = [n for n in qm.tensors if n != "input"]
+    signal = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    model.eval()
+    for batch in iter_batches(items, batch_size):
+        pixels = np.stack([to_uint8_input(load_image(i.path), pre) for i in batch])
+        fp: dict[str, np.ndarray] = {}
+
+        def tap(name, t):
+            if name in signal:
+                fp[name] = t.detach().numpy().transpose(0, 2, 3, 1)  # NCHW -> NHWC
+
+        with torch.no_grad():
+            model(torch.from_numpy(normalize(pixels, pre)), tap=tap)
+        run = run_int8(qm, pixels, keep=True)
+        for name in names:
+            ref = fp[name].astype(np.float64)
+            err = dequantize_tensor(qm, name, run.tensors[name]).astype(np.float64) - ref
+            signal[name] += float((ref * ref).sum())
+            noise[name] += float((err * err).sum())
+        if progress:
+            progress(len(batch))
+    return {n: (float("inf") if noise[n] == 0 else 10.0 * float(np.log10(max(signal[n], 1e-300) / noise[n])))
+            for n in names}

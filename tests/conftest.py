@@ -41,3 +41,46 @@ def dc_params(dc_path):
 
     arch = squeezenet1_0_arch(caffe=True)
     return arch, decode_deep_compression(dc_path, arch)
+
+
+@pytest.fixture(scope="session")
+def dc_model(dc_params):
+    pytest.importorskip("torch")
+    from edgesqueeze.model import SqueezeNet
+
+    arch, params = dc_params
+    m = SqueezeNet(arch)
+    m.load_numpy_params(params)
+    return m.eval()
+
+
+@pytest.fixture(scope="session")
+def dc_split(shared):
+    from edgesqueeze.data import read_labels_csv, split_calibration
+
+    return split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))
+
+
+@pytest.fixture(scope="session")
+def dc_quantized(dc_model, dc_split, shared):
+    """The real Deep-Compression v1.0, affine INT8, calibrated (min/max, bias correction) on the
+    first 32 images of the calibration split: quick, and real."""
+    from edgesqueeze.data import read_class_names
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+
+    labels = read_class_names(shared / "imagenet" / "synset_words.txt")
+    qm, _ = calibrate_and_quantize(dc_model, dc_split[0][:32], QuantizeOptions.make(), labels=labels)
+    return qm
+
+
+@pytest.fixture(scope="session")
+def eval_pixels(dc_split, dc_params):
+    """uint8 NHWC pixels of the first 64 evaluation-split images, and their labels."""
+    import numpy as np
+
+    from edgesqueeze.data import load_image, to_uint8_input
+
+    arch, _ = dc_params
+    items = dc_split[1][:64]
+    return (np.stack([to_uint8_input(load_image(i.path), arch.preprocess) for i in items]),
+            np.array([i.label for i in items]))
