@@ -126,6 +126,7 @@ class TensorStats:
     # mean of each channel (axis 1 of NCHW) over all images and positions; None for 2-D
     # tensors. The quantizer's bias correction needs the mean input of every conv.
     channel_mean: np.ndarray | None = None
+    channel_max: np.ndarray | None = None  # max of each channel; for activation equalization
 
     def __post_init__(self) -> None:
         hist = np.array(self.hist, dtype=np.int64)  # a private, read-only copy
@@ -135,10 +136,11 @@ class TensorStats:
             raise DataError(f"{self.name}: histogram bound {self.bound!r} must be a positive number")
         hist.flags.writeable = False
         object.__setattr__(self, "hist", hist)
-        if self.channel_mean is not None:
-            cm = np.array(self.channel_mean, dtype=np.float64).reshape(-1)
-            cm.flags.writeable = False
-            object.__setattr__(self, "channel_mean", cm)
+        for key in ("channel_mean", "channel_max"):
+            if getattr(self, key) is not None:
+                cm = np.array(getattr(self, key), dtype=np.float64).reshape(-1)
+                cm.flags.writeable = False
+                object.__setattr__(self, key, cm)
         object.__setattr__(self, "min", float(self.min))
         object.__setattr__(self, "max", float(self.max))
         object.__setattr__(self, "count", int(self.count))
@@ -176,6 +178,7 @@ class TensorStats:
             "bins": self.bins,
             "hist": [int(v) for v in self.hist],
             "channel_mean": None if self.channel_mean is None else [float(v) for v in self.channel_mean],
+            "channel_max": None if self.channel_max is None else [float(v) for v in self.channel_max],
         }
 
     @classmethod
@@ -212,15 +215,18 @@ class TensorStats:
             raise DataError(f"{name}: the histogram holds {int(hist.sum())} values, count says {count}")
         if count > 0 and max(-mn, mx) > bound:
             raise DataError(f"{name}: values up to {max(-mn, mx)} lie outside the histogram bound {bound}")
-        cm = d.get("channel_mean")
-        if cm is not None:
-            try:
-                cm = np.array(cm, dtype=np.float64).reshape(-1)
-            except (TypeError, ValueError) as e:
-                raise DataError(f"{name}: channel_mean is not a list of numbers ({e})") from None
-            if not np.isfinite(cm).all():
-                raise DataError(f"{name}: channel_mean holds NaN or Inf")
-        return cls(name, mn, mx, count, hist, bound, cm)
+        per_channel = {}
+        for key in ("channel_mean", "channel_max"):
+            cm = d.get(key)
+            if cm is not None:
+                try:
+                    cm = np.array(cm, dtype=np.float64).reshape(-1)
+                except (TypeError, ValueError) as e:
+                    raise DataError(f"{name}: {key} is not a list of numbers ({e})") from None
+                if not np.isfinite(cm).all():
+                    raise DataError(f"{name}: {key} holds NaN or Inf")
+            per_channel[key] = cm
+        return cls(name, mn, mx, count, hist, bound, **per_channel)
 
 
 def _pow2_at_least(v: float) -> float:
@@ -259,6 +265,7 @@ class Observer:
         self.bound: float | None = None
         self._hist = torch.zeros(bins, dtype=torch.int64)
         self._channel_sum: "torch.Tensor | None" = None  # float64 per-channel sums of NCHW input
+        self._channel_max: "torch.Tensor | None" = None
 
     def update(self, x: "torch.Tensor") -> None:
         x = x.detach()
@@ -287,6 +294,8 @@ class Observer:
         if x.dim() == 4:
             sums = x.sum(dim=(0, 2, 3), dtype=torch.float64)
             self._channel_sum = sums if self._channel_sum is None else self._channel_sum + sums
+            cmax = x.amax(dim=(0, 2, 3)).double()
+            self._channel_max = cmax if self._channel_max is None else torch.maximum(self._channel_max, cmax)
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
         self.count += x.numel()
@@ -298,7 +307,8 @@ class Observer:
         if self._channel_sum is not None:
             per_channel = self.count / self._channel_sum.numel()
             cm = (self._channel_sum / per_channel).numpy()
-        return TensorStats(self.name, self.min, self.max, self.count, self._hist.numpy().copy(), self.bound, cm)
+        cx = None if self._channel_max is None else self._channel_max.numpy()
+        return TensorStats(self.name, self.min, self.max, self.count, self._hist.numpy().copy(), self.bound, cm, cx)
 
 
 def merge_stats(name: str, parts: Sequence[TensorStats]) -> TensorStats:
@@ -321,10 +331,12 @@ def merge_stats(name: str, parts: Sequence[TensorStats]) -> TensorStats:
     if all(p.count == 0 for p in parts):
         return TensorStats(name, 0.0, 0.0, 0, hist, bound)
     # the parts are concatenated along channels (a Fire's concat): their means line up in order
-    cm = (np.concatenate([p.channel_mean for p in parts])
-          if all(p.channel_mean is not None for p in parts) else None)
+    def cat(key):
+        vals = [getattr(p, key) for p in parts]
+        return np.concatenate(vals) if all(v is not None for v in vals) else None
+
     return TensorStats(name, min(p.min for p in parts), max(p.max for p in parts),
-                       sum(p.count for p in parts), hist, bound, cm)
+                       sum(p.count for p in parts), hist, bound, cat("channel_mean"), cat("channel_max"))
 
 
 # ---------------------------------------------------------------- running the model

@@ -36,7 +36,7 @@ def _progress(total: int, desc: str, quiet: bool):
     return bar.update, bar.close
 
 
-def _load_items(args):
+def _load_items(args, limit: int | None = None):
     from . import data, paths
 
     src = Path(args.images) if args.images else paths.default_labels_csv()
@@ -47,8 +47,9 @@ def _load_items(args):
     if args.split != "all":
         calib, evals = data.split_calibration(items, calibration_fraction=args.calibration_fraction)
         items = calib if args.split == "calibration" else evals
-    if args.limit:
-        items = items[: args.limit]
+    limit = args.limit if limit is None else limit
+    if limit:
+        items = items[:limit]
     if not items:
         raise EdgeSqueezeError(f"no images selected from {src} (split={args.split})")
     return src, items
@@ -84,37 +85,221 @@ def cmd_info(args) -> int:
     return 0
 
 
+QUANTIZE_EXAMPLES = """examples:
+  edgesqueeze quantize                               # DC v1.0, shared sample, ./export and ./calib
+  edgesqueeze quantize --scheme ristretto --formats tflite
+  edgesqueeze quantize --method kl --equalize 0 --onnx-target arm
+"""
+
+
+def _write_json(path: str, doc: dict) -> None:
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise EdgeSqueezeError(f"{out}: folder {out.parent} does not exist; create it or choose another path")
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _quantize_options(args, scheme: str):
+    from .pipeline import QuantizeOptions
+
+    return QuantizeOptions.make(scheme=scheme, method=args.method, bias_correction=not args.no_bias_correction,
+                                equalize=args.equalize)
+
+
 def cmd_eval(args) -> int:
     import numpy as np
 
-    from .evaluate import fp32_scores
+    from . import data
+    from .evaluate import compare, fp32_scores, int8_scores, per_layer_sqnr, sqnr_plot_png
     from .metrics import accuracy, format_table
 
+    if args.int8 and args.split != "eval":
+        raise EdgeSqueezeError(f"--int8 calibrates on the calibration split, so it evaluates on --split eval "
+                               f"only (got --split {args.split}); calibration and evaluation images must be disjoint")
+    for scheme in args.int8:  # check every option before any slow work
+        _quantize_options(args, scheme)
     model = _load_model(args)  # weights first: a bad weights file fails before any image is read
     src, items = _load_items(args)
+    labels = np.array([i.label for i in items])
     update, close = _progress(len(items), "fp32", args.quiet)
     t0 = time.perf_counter()
     try:
-        scores = fp32_scores(model, items, batch_size=args.batch_size, progress=update)
+        fp = fp32_scores(model, items, batch_size=args.batch_size, progress=update)
     finally:
         close()
-    seconds = time.perf_counter() - t0
-    labels = np.array([i.label for i in items])
-    acc = accuracy("fp32", scores, labels)
-    print(f"{model.arch.name} ({args.weights}) on {len(items)} images from {src} (split: {args.split})")
-    print(format_table(["model", "images", "top-1 %", "top-5 %"], [[acc.name, acc.images, acc.top1, acc.top5]]))
+    base = accuracy("fp32", fp, labels)
     report = {
         "arch": model.arch.name, "weights": str(args.weights), "images": str(src),
         "split": args.split, "calibration_fraction": args.calibration_fraction,
-        "seconds": round(seconds, 2), "results": [acc.to_dict()],
+        "results": [{**base.to_dict(), "drop_top1_pp": 0.0, "drop_top5_pp": 0.0, "top1_agreement": 100.0}],
     }
+    rows = [["fp32", base.images, base.top1, base.top5, 0.0, 100.0]]
+    sqnr: dict[str, dict[str, float]] = {}
+    if args.int8:
+        from .pipeline import calibrate_and_quantize
+        from .data import read_class_names
+
+        calib = _calibration_items(args)
+        for scheme in args.int8:
+            options = _quantize_options(args, scheme)
+            passes = 2 if options.equalize > 0 else 1  # equalization calibrates twice
+            update, close = _progress(passes * len(calib), f"calibrate {scheme}", args.quiet)
+            try:
+                qm, _, quantized_fp32 = calibrate_and_quantize(model, calib, options, progress=update)
+            finally:
+                close()
+            name = f"int8-{scheme}"
+            update, close = _progress(len(items), name, args.quiet)
+            try:
+                scores = int8_scores(qm, items, progress=update)
+            finally:
+                close()
+            c = compare(name, scores, fp, labels, base)
+            rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement])
+            report["results"].append({**c.to_dict(), "options": {"scheme": scheme, "method": options.method.value,
+                                      "bias_correction": options.bias_correction, "equalize": options.equalize,
+                                      "calibration_images": len(calib)}})
+            if args.sqnr:
+                sub = items[: args.sqnr_images]
+                update, close = _progress(len(sub), f"sqnr {scheme}", args.quiet)
+                try:
+                    sqnr[name] = per_layer_sqnr(quantized_fp32, qm, sub, progress=update)
+                finally:
+                    close()
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"{model.arch.name} ({args.weights}) on {len(items)} images from {src} (split: {args.split})")
+    print(format_table(["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %"], rows))
+    if sqnr:
+        first = next(iter(sqnr))
+        order = sorted(sqnr[first], key=lambda n: sqnr[first][n])
+        print(f"\nper-layer SQNR in dB vs FP32 on {min(len(items), args.sqnr_images)} images (worst first):")
+        print(format_table(["tensor", *sqnr], [[n, *(sqnr[v][n] for v in sqnr)] for n in order], floatfmt=".1f"))
+        report["sqnr_db"] = sqnr
+        if args.sqnr_plot:
+            sqnr_plot_png(sqnr, args.sqnr_plot)
+            print(f"plot: {args.sqnr_plot}")
     if args.report:
-        out = Path(args.report)
-        if out.parent and not out.parent.is_dir():
-            raise EdgeSqueezeError(f"--report {out}: folder {out.parent} does not exist")
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report: {out}")
+        _write_json(args.report, report)
+        print(f"report: {args.report}")
     return 0
+
+
+def cmd_quantize(args) -> int:
+    """The main job: weights -> calibration -> INT8 ONNX + INT8 TFLite (+ FP32 references),
+    each verified against the integer reference before it is written."""
+    import numpy as np
+
+    from .data import load_image, read_class_names, to_uint8_input
+    from .evaluate import compare, fp32_scores, int8_scores
+    from .metadata import ModelMetadata
+    from .metrics import accuracy, format_table
+    from .pipeline import calibrate_and_quantize
+
+    options = _quantize_options(args, args.scheme)
+    formats = set(args.formats)
+    out_dir, calib_dir = Path(args.out), Path(args.calib_dir)
+    for d in (out_dir, calib_dir):
+        if d.exists() and not d.is_dir():
+            raise EdgeSqueezeError(f"{d} exists and is not a folder; choose another --out/--calib-dir")
+    model = _load_model(args)
+    src, evals = _load_items(args) if args.split == "eval" else (None, None)
+    calib = _calibration_items(args)
+    names = _class_names(args)
+    arch = model.arch
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calib_dir.mkdir(parents=True, exist_ok=True)
+
+    passes = 2 if options.equalize > 0 else 1
+    update, close = _progress(passes * len(calib), "calibrate", args.quiet)
+    t0 = time.perf_counter()
+    try:
+        qm, stats, quantized_fp32 = calibrate_and_quantize(model, calib, options, labels=names, progress=update)
+    finally:
+        close()
+    calib_seconds = time.perf_counter() - t0
+    stem = f"{arch.name}-{options.scheme.value}"
+    qjson, _ = qm.save(calib_dir / stem)
+
+    verify = None
+    if evals:
+        verify = np.stack([to_uint8_input(load_image(i.path), arch.preprocess) for i in evals[: args.verify_images]])
+    files = []
+    meta_fp32 = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=tuple(names), scheme="fp32")
+    if "onnx" in formats:
+        from .export.onnx import to_onnx, to_onnx_fp32
+
+        p = to_onnx_fp32(arch, model.numpy_params(), out_dir / f"{arch.name}-fp32.onnx", metadata=meta_fp32)
+        files.append([p.name, p.stat().st_size, "fp32", "-", "-"])
+        r = to_onnx(qm, out_dir / f"{stem}-int8.onnx", target=args.onnx_target, verify_images=verify)
+        files.append([r.path.name, r.bytes, f"int8 ({args.onnx_target})",
+                      f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{r.top1_agreement:.1f} %"])
+    if "tflite" in formats:
+        from .export.tflite import to_tflite, to_tflite_fp32
+
+        p = to_tflite_fp32(arch, model.numpy_params(), out_dir / f"{arch.name}-fp32.tflite", metadata=meta_fp32)
+        files.append([p.name, p.stat().st_size, "fp32", "-", "-"])
+        r = to_tflite(qm, out_dir / f"{stem}-int8.tflite", verify_images=verify)
+        files.append([r.path.name, r.bytes, "int8", f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{r.top1_agreement:.1f} %"])
+
+    print(f"{arch.name} ({args.weights}), scheme {options.scheme.value}, ranges by {options.method.value}, "
+          f"bias correction {'on' if options.bias_correction else 'off'}, equalization {options.equalize:g}; "
+          f"calibrated on {len(calib)} images in {calib_seconds:.1f} s")
+    print(f"quantization parameters: {qjson}")
+    if files:
+        print(format_table(["file", "bytes", "type", "vs integer reference", "top-1 same as reference"], files))
+    report = {"arch": arch.name, "weights": str(args.weights), "options": qm.calibration | {"scheme": options.scheme.value},
+              "qparams": str(qjson), "files": [dict(zip(["file", "bytes", "type", "check", "top1_vs_reference"], f)) for f in files]}
+    if evals:
+        update, close = _progress(2 * len(evals), "evaluate", args.quiet)
+        try:
+            fp = fp32_scores(model, evals, progress=update)
+            q = int8_scores(qm, evals, progress=update)
+        finally:
+            close()
+        labels = np.array([i.label for i in evals])
+        base = accuracy("fp32", fp, labels)
+        c = compare(f"int8-{options.scheme.value}", q, fp, labels, base)
+        print(f"\naccuracy on the evaluation split ({len(evals)} images, disjoint from calibration):")
+        print(format_table(["model", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %"],
+                           [["fp32", base.top1, base.top5, 0.0, 100.0],
+                            [c.accuracy.name, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement]]))
+        report["accuracy"] = [base.to_dict(), c.to_dict()]
+        if args.sqnr_images:
+            from .evaluate import per_layer_sqnr
+
+            sq = per_layer_sqnr(quantized_fp32, qm, evals[: args.sqnr_images])
+            worst = sorted(sq, key=sq.get)[:5]
+            print(f"worst per-layer SQNR (dB, {min(len(evals), args.sqnr_images)} images): "
+                  + ", ".join(f"{n} {sq[n]:.1f}" for n in worst))
+            report["sqnr_db"] = sq
+    report_path = out_dir / f"{stem}-report.json"
+    _write_json(str(report_path), report)
+    print(f"report: {report_path}")
+    return 0
+
+
+def _class_names(args) -> list[str]:
+    from . import paths
+    from .data import read_class_names
+
+    p = args.synset_words or paths.default_synset_words()
+    if p is None:
+        raise EdgeSqueezeError("no class names: pass --synset-words synset_words.txt (1000 lines, class order)")
+    return read_class_names(p)
+
+
+def _calibration_items(args):
+    """The calibration split of the same image source (disjoint from --split eval)."""
+    from . import data
+
+    src = Path(args.images) if args.images else None
+    saved = args.split
+    try:
+        args.split = "calibration"
+        _, calib = _load_items(args, limit=args.calib_images)
+    finally:
+        args.split = saved
+    return calib
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -126,6 +311,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-fraction", type=float, default=1 / 3,
                    help="share of names in the calibration split (default 1/3: ~200 of 600)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+
+
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "mse", "kl"],
+                   help="how activation ranges are chosen from the calibration statistics (default minmax)")
+    p.add_argument("--no-bias-correction", action="store_true", help="do not correct biases for weight rounding")
+    p.add_argument("--equalize", type=float, default=0.5, metavar="ALPHA",
+                   help="cross-layer activation equalization strength in [0, 1] (default 0.5; 0: off)")
+    p.add_argument("--calib-images", type=int, default=0, help="use only the first N calibration images")
 
 
 def _add_weights_args(p: argparse.ArgumentParser) -> None:
@@ -150,10 +344,34 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_weights_args(ev)
     _add_data_args(ev)
+    ev.add_argument("--int8", nargs="*", default=[], metavar="SCHEME", choices=["affine", "ristretto"],
+                    help="also calibrate on the calibration split and evaluate the integer reference of "
+                    "these schemes (affine, ristretto); needs --split eval")
+    _add_quant_args(ev)
+    ev.add_argument("--sqnr", action="store_true", help="per-layer SQNR table of each INT8 variant")
+    ev.add_argument("--sqnr-images", type=int, default=64, help="images for the SQNR table (default 64)")
+    ev.add_argument("--sqnr-plot", metavar="PNG", help="draw the per-layer SQNR as a bar chart")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--report", help="write the results as JSON to this file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
+
+    q = sub.add_parser("quantize", help="the main job: calibrate, quantize, export INT8 ONNX + TFLite",
+                       epilog=QUANTIZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_weights_args(q)
+    _add_data_args(q)
+    _add_quant_args(q)
+    q.set_defaults(split="eval")
+    q.add_argument("--scheme", default="affine", choices=["affine", "ristretto"], help="default affine")
+    q.add_argument("--formats", nargs="+", default=["onnx", "tflite"], choices=["onnx", "tflite"])
+    q.add_argument("--onnx-target", default="x86", choices=["x86", "arm"],
+                   help="activation type of the INT8 ONNX: uint8 (x86, fast there) or int8 (arm)")
+    q.add_argument("--out", default="export", help="folder for the model files (default ./export)")
+    q.add_argument("--calib-dir", default="calib", help="folder for the quantization parameters (default ./calib)")
+    q.add_argument("--verify-images", type=int, default=32, help="evaluation images each export is checked on")
+    q.add_argument("--sqnr-images", type=int, default=16, help="images for the per-layer SQNR summary (0: skip)")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_quantize)
     return p
 
 

@@ -89,3 +89,52 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
             progress(len(batch))
     return {n: (float("inf") if noise[n] == 0 else 10.0 * float(np.log10(max(signal[n], 1e-300) / noise[n])))
             for n in names}
+
+
+def int8_scores(qm, items: Sequence[LabelledImage], *, batch_size: int = 16, progress: Progress = None) -> np.ndarray:
+    """Logits of the integer reference for each image, (len(items), classes) float32."""
+    from .quant.reference import run_int8
+
+    pre = qm.arch.preprocess
+    out = []
+    for batch in iter_batches(items, batch_size):
+        pixels = np.stack([to_uint8_input(load_image(i.path), pre) for i in batch])
+        out.append(run_int8(qm, pixels).logits)
+        if progress:
+            progress(len(batch))
+    return np.concatenate(out) if out else np.zeros((0, qm.arch.num_classes), np.float32)
+
+
+def sqnr_plot_png(results: dict[str, dict[str, float]], path, *, width: int = 1100, row: int = 18) -> None:
+    """A horizontal bar chart of per-layer SQNR (one colour per INT8 variant), drawn with
+    OpenCV so no plotting library is needed."""
+    import cv2
+
+    variants = list(results)
+    names = list(next(iter(results.values())))
+    colours = [(200, 120, 40), (40, 140, 230), (60, 170, 60), (160, 60, 160)]
+    left, top = 170, 40
+    h = top + len(names) * row * max(1, len(variants)) // 2 + len(names) * 6 + 40
+    img = np.full((h, width, 3), 255, np.uint8)
+    finite = [v for r in results.values() for v in r.values() if np.isfinite(v)]
+    vmax = max(50.0, max(finite) if finite else 50.0)
+    scale = (width - left - 60) / vmax
+    cv2.putText(img, "per-layer SQNR (dB) vs FP32", (left, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    for k, v in enumerate(variants):
+        cv2.rectangle(img, (width - 230, 10 + 16 * k), (width - 218, 22 + 16 * k), colours[k % 4], -1)
+        cv2.putText(img, v, (width - 212, 21 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    y = top + 20
+    bar = max(4, row // max(1, len(variants)))
+    for name in names:
+        cv2.putText(img, name, (6, y + bar), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        for k, v in enumerate(variants):
+            val = results[v][name]
+            x1 = left + int(scale * (val if np.isfinite(val) else vmax))
+            cv2.rectangle(img, (left, y + k * bar), (max(left + 1, x1), y + (k + 1) * bar - 1), colours[k % 4], -1)
+        y += bar * len(variants) + 6
+    for db in range(0, int(vmax) + 1, 10):
+        x = left + int(scale * db)
+        cv2.line(img, (x, top + 10), (x, y), (200, 200, 200), 1)
+        cv2.putText(img, str(db), (x - 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(path), img[: y + 30]):
+        raise OSError(f"could not write {path}")

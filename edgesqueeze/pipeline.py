@@ -1,6 +1,6 @@
 """Weights -> calibration -> QuantizedModel, the steps `edgesqueeze quantize` runs (torch).
 
-    model, qm, stats = calibrate_and_quantize(calibration_items, scheme=..., method=...)
+    qm, stats, quantized_fp32_model = calibrate_and_quantize(model, calibration_items, QuantizeOptions.make(...))
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from typing import Callable, Sequence
 
 from .calibrate import Method, as_method, choose_range, collect_stats
 from .data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, LabelledImage
-from .errors import DataError
+from .errors import DataError, OptionError
 from .quant.params import QuantizedModel, Scheme, parse_enum
+from .model import SqueezeNet
+from .quant.equalize import equalization_pairs, equalize
 from .quant.quantize import quantize_model
 
+DEFAULT_EQUALIZE = 0.5
 MIN_CALIBRATION_IMAGES = {Method.MINMAX: 1, Method.PERCENTILE: 8, Method.MSE: 8, Method.KL: 8}
 
 
@@ -23,20 +26,28 @@ class QuantizeOptions:
     method: Method = Method.MINMAX
     bias_correction: bool = True
     percentile: float = 99.99
+    equalize: float = DEFAULT_EQUALIZE  # cross-layer activation equalization strength; 0 = off
 
     @classmethod
     def make(cls, *, scheme: Scheme | str = Scheme.AFFINE, method: Method | str = Method.MINMAX,
-             bias_correction: bool = True, percentile: float = 99.99) -> "QuantizeOptions":
+             bias_correction: bool = True, percentile: float = 99.99,
+             equalize: float = DEFAULT_EQUALIZE) -> "QuantizeOptions":
         """Checked once on entry: unknown names raise OptionError listing the allowed ones."""
-        return cls(parse_enum(Scheme, scheme, "scheme"), as_method(method), bool(bias_correction), float(percentile))
+        if not 0.0 <= float(equalize) <= 1.0:
+            raise OptionError(f"equalize={equalize} must lie in [0, 1] (0 turns it off)")
+        return cls(parse_enum(Scheme, scheme, "scheme"), as_method(method), bool(bias_correction),
+                   float(percentile), float(equalize))
 
 
 def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Sequence[str] = (),
                         calibration: dict | None = None) -> QuantizedModel:
+    """Quantize `model`'s weights with the ranges `options` chooses from `stats` (which must be
+    statistics of this very model: after equalization, of the equalized one)."""
     ranges = {n: choose_range(s, options.method, percentile=options.percentile) for n, s in stats.items()}
     means = ({n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
              if options.bias_correction else None)
     info = {"method": options.method.value, "bias_correction": options.bias_correction,
+            "equalize": options.equalize,
             "ranges": {n: list(r) for n, r in ranges.items()}, **(calibration or {})}
     return quantize_model(model.arch, model.numpy_params(), ranges, scheme=options.scheme,
                           labels=tuple(labels), calibration=info, channel_means=means)
@@ -45,12 +56,25 @@ def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Seque
 def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: QuantizeOptions, *,
                            labels: Sequence[str] = (), batch_size: int = 32,
                            progress: Callable[[int], None] | None = None):
-    """(QuantizedModel, stats). `items` are the calibration images (never the evaluation ones)."""
+    """(QuantizedModel, stats, fp32 model). `items` are the calibration images (never the
+    evaluation ones). The returned FP32 model is the one that was quantized: after
+    equalization its logits are the original's but its channels are rescaled, so per-layer
+    comparisons (SQNR) must use it, not the original."""
     need = MIN_CALIBRATION_IMAGES[options.method]
     if len(items) < need:
         raise DataError(f"{len(items)} calibration image(s) is too few for method "
                         f"'{options.method.value}' (needs at least {need}); give more images or use --method minmax")
     stats = collect_stats(model, items, batch_size=batch_size, progress=progress)
+    if options.equalize > 0 and equalization_pairs(model.arch):
+        # rescale channels with the first pass's per-channel maxima, then calibrate the
+        # equalized model: its activation ranges are what gets quantized
+        cmax = {n: s.channel_max for n, s in stats.items() if s.channel_max is not None}
+        params, _ = equalize(model.arch, model.numpy_params(), cmax, alpha=options.equalize,
+                             power_of_two=options.scheme is Scheme.RISTRETTO)
+        model = SqueezeNet(model.arch)
+        model.load_numpy_params(params)
+        model.eval()
+        stats = collect_stats(model, items, batch_size=batch_size, progress=progress)
     calibration = {"images": len(items),
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
-    return quantize_from_stats(model, stats, options, labels=labels, calibration=calibration), stats
+    return quantize_from_stats(model, stats, options, labels=labels, calibration=calibration), stats, model

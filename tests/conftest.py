@@ -69,7 +69,7 @@ def dc_quantized(dc_model, dc_split, shared):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
 
     labels = read_class_names(shared / "imagenet" / "synset_words.txt")
-    qm, _ = calibrate_and_quantize(dc_model, dc_split[0][:32], QuantizeOptions.make(), labels=labels)
+    qm, _, _ = calibrate_and_quantize(dc_model, dc_split[0][:32], QuantizeOptions.make(), labels=labels)
     return qm
 
 

@@ -303,3 +303,35 @@ def test_real_arch_quantizes_without_calibration_data():
     ranges = {n.name: (0.0, 4.0) for n in lower(arch)}
     qm = quantize_model(arch, params, ranges)
     assert set(qm.convs) == {c.name for c in arch.convs()}
+
+
+def test_equalization_preserves_the_function_and_evens_channel_ranges(tiny):
+    from edgesqueeze.quant.equalize import equalization_pairs, equalize
+
+    arch, params, _, pixels = tiny
+    taps = {}
+    before = float_forward(arch, params, pixels, taps=taps)["logits"]
+    cmax = {k: v.max(axis=(0, 1, 2)) for k, v in taps.items() if v.ndim == 4}
+    new, factors = equalize(arch, params, cmax, alpha=1.0)
+    taps2 = {}
+    after = float_forward(arch, new, pixels, taps=taps2)["logits"]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    assert len(equalization_pairs(arch)) == 2 * len(arch.fires) + 1
+    for tensor, s in factors.items():
+        assert (s >= 1).all()
+        m = taps2[tensor].max(axis=(0, 1, 2))
+        live = cmax[tensor] > 0
+        # alpha=1: every live channel reaches the tensor's max (up to the 16x cap)
+        capped = s[live] >= 16.0
+        np.testing.assert_allclose(m[live][~capped], m[live].max(), rtol=1e-4)
+
+
+def test_equalization_skips_bypass_and_checks_alpha(tiny):
+    from edgesqueeze.quant.equalize import equalization_pairs, equalize
+
+    arch, params, _, _ = tiny
+    assert equalization_pairs(tiny_arch(bypass="simple")) == []
+    with pytest.raises(OptionError, match="alpha"):
+        equalize(arch, params, {}, alpha=1.5)
+    with pytest.raises(OptionError, match="conv1"):
+        equalize(arch, params, {}, alpha=0.5)

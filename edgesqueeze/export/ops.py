@@ -25,12 +25,13 @@ OPS: dict[OpKind, OpMapping] = {
     OpKind.CONV: OpMapping(OpKind.CONV, "Conv", "CONV_2D", 3,
                            "bias and ReLU fused; padding explicit (ONNX pads, TFLite PAD where not SAME)"),
     OpKind.MAXPOOL: OpMapping(OpKind.MAXPOOL, "MaxPool", "MAX_POOL_2D", 2,
-                              "ceil mode: ONNX ceil_mode=1; TFLite pads the far edge with the minimum"),
+                              "ceil mode: ONNX ceil_mode=1; TFLite VALID (odd size) or SAME (even size), else PADV2 with the minimum"),
     OpKind.CONCAT: OpMapping(OpKind.CONCAT, "Concat", "CONCATENATION", 2,
                              "inputs and output share one scale/zero point"),
     OpKind.ADD: OpMapping(OpKind.ADD, "Add", "ADD", 2, "the paper's bypass"),
-    OpKind.MEAN: OpMapping(OpKind.MEAN, "GlobalAveragePool", "MEAN", 2,
-                           "global average pool; flattened to (N, classes)"),
+    OpKind.MEAN: OpMapping(OpKind.MEAN, "GlobalAveragePool", "MEAN", 1,
+                           "the head, in float: ONNX DQ -> GlobalAveragePool -> Flatten; TFLite "
+                           "CAST -> MEAN -> SUB zp -> MUL scale (sums of integers: exact, ties stay ties)"),
 }
 
 

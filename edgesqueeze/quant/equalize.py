@@ -1,0 +1,84 @@
+"""Cross-layer activation equalization (numpy): rescale channels so one per-tensor 8-bit scale
+fits every channel of an activation tensor.
+
+ReLU and max pooling are positively homogeneous: relu(s x) = s relu(x) and max(s x) = s max(x)
+for s > 0. So for a channel c produced by conv P (row c of its weight and its bias) and read by
+conv C (input channel c of its weight), multiplying P's row c and bias by s_c and dividing C's
+input channel c by s_c leaves the network's function unchanged (exactly, up to float rounding)
+while the activation channel c is s_c times larger. A per-tensor activation scale is set by the
+largest channel; channels far below it use few of the 256 levels. Choosing
+s_c = (max_all / max_c) ** alpha lifts the small channels (alpha = 1 equalizes completely; less
+than 1 leaves some of the range in C's weights, which are quantized per output channel and lose
+relative precision on the input channels they shrink). Nagel et al., "Data-free quantization
+through weight equalization and bias correction", 2019, sec. 4.1, do the same for weights.
+
+Pairs in SqueezeNet (v1.0/v1.1 without bypass):
+    conv1 -> [pool1] -> fire2.squeeze
+    fireN.squeeze -> fireN.expand1x1 and fireN.expand3x3 (one tensor, two readers)
+    fireN.concat (expand1x1 channels, then expand3x3) -> [pool] -> next squeeze, or conv10
+conv10 is not rescaled: its output is averaged into the logits with one scale. Bypass variants
+are left as they are (an add mixes two paths whose scales would have to move together).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..arch import Arch, Bypass
+from ..errors import OptionError
+
+Params = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def equalization_pairs(arch: Arch) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(activation tensor, producer convs in channel order, consumer convs)."""
+    if any(f.bypass is not Bypass.NONE for f in arch.fires):
+        return []
+    pairs = []
+    prev_tensor, prev_producers = "conv1", ("conv1",)
+    for f in arch.fires:
+        n = f.name
+        pairs.append((prev_tensor, prev_producers, (f"{n}.squeeze",)))
+        pairs.append((f"{n}.squeeze", (f"{n}.squeeze",), (f"{n}.expand1x1", f"{n}.expand3x3")))
+        prev_tensor, prev_producers = f"{n}.concat", (f"{n}.expand1x1", f"{n}.expand3x3")
+    pairs.append((prev_tensor, prev_producers, ("conv10",)))
+    return pairs
+
+
+def equalize(arch: Arch, params: Params, channel_max: dict[str, np.ndarray], *, alpha: float = 0.5,
+             max_factor: float = 16.0, power_of_two: bool = False) -> tuple[Params, dict[str, np.ndarray]]:
+    """(new params, {tensor: s per channel}). `channel_max` maps activation tensors to their
+    per-channel maxima from calibration. Channels that never fire (max 0) keep s = 1; factors are
+    capped at `max_factor` so a nearly-dead channel is not blown up.
+
+    `power_of_two` (for power-of-two scales, Ristretto): afterwards every factor of a tensor is
+    multiplied by one k in [1, 2) that puts the tensor's max at 127/128 of the next power of
+    two, the top of the grid il = ceil(log2 max) + 1 would give it anyway — a tensor whose max
+    sits just above a power of two otherwise wastes almost a bit."""
+    if not 0.0 <= alpha <= 1.0:
+        raise OptionError(f"alpha={alpha} must lie in [0, 1]")
+    out = {k: (w.astype(np.float64).copy(), b.astype(np.float64).copy()) for k, (w, b) in params.items()}
+    factors = {}
+    for tensor, producers, consumers in equalization_pairs(arch):
+        if tensor not in channel_max:
+            raise OptionError(f"equalization needs the per-channel maxima of {tensor}; calibrate first")
+        m = np.asarray(channel_max[tensor], np.float64)
+        s = np.ones_like(m)
+        live = m > 0
+        if live.any():
+            s[live] = np.minimum((m[live].max() / m[live]) ** alpha, max_factor)
+            if power_of_two:
+                top = float((m * s).max())
+                s *= 2.0 ** np.ceil(np.log2(top)) * (127 / 128) / top if top > 0 else 1.0
+                s = np.maximum(s, 1e-30)
+        factors[tensor] = s
+        start = 0
+        for p in producers:  # concat: the producers' rows follow one another
+            w, b = out[p]
+            k = w.shape[0]
+            w *= s[start:start + k, None, None, None]
+            b *= s[start:start + k]
+            start += k
+        for c in consumers:
+            out[c][0][:] /= s[None, :, None, None]
+    return {k: (w.astype(np.float32), b.astype(np.float32)) for k, (w, b) in out.items()}, factors
