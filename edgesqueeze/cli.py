@@ -232,14 +232,14 @@ def cmd_quantize(args) -> int:
         files.append([p.name, p.stat().st_size, "fp32", "-", "-"])
         r = to_onnx(qm, out_dir / f"{stem}-int8.onnx", target=args.onnx_target, verify_images=verify)
         files.append([r.path.name, r.bytes, f"int8 ({args.onnx_target})",
-                      f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{r.top1_agreement:.1f} %"])
+                      f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{100 * r.top1_agreement:.1f} %"])
     if "tflite" in formats:
         from .export.tflite import to_tflite, to_tflite_fp32
 
-        p = to_tflite_fp32(arch, model.numpy_params(), out_dir / f"{arch.name}-fp32.tflite", metadata=meta_fp32)
-        files.append([p.name, p.stat().st_size, "fp32", "-", "-"])
+        r = to_tflite_fp32(arch, model.numpy_params(), out_dir / f"{arch.name}-fp32.tflite", metadata=meta_fp32)
+        files.append([r.path.name, r.bytes, "fp32", "-", "-"])
         r = to_tflite(qm, out_dir / f"{stem}-int8.tflite", verify_images=verify)
-        files.append([r.path.name, r.bytes, "int8", f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{r.top1_agreement:.1f} %"])
+        files.append([r.path.name, r.bytes, "int8", f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{100 * r.top1_agreement:.1f} %"])
 
     print(f"{arch.name} ({args.weights}), scheme {options.scheme.value}, ranges by {options.method.value}, "
           f"bias correction {'on' if options.bias_correction else 'off'}, equalization {options.equalize:g}; "
