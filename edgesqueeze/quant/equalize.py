@@ -45,6 +45,34 @@ def equalization_pairs(arch: Arch) -> list[tuple[str, tuple[str, ...], tuple[str
     return pairs
 
 
+def equalize_weights(arch: Arch, params: Params, *, iterations: int = 4, max_factor: float = 16.0) -> Params:
+    """DFQ's cross-layer weight equalization (Nagel et al. 2019, sec. 4.1) over the same pairs:
+    s_c = sqrt(r1_c / r2_c) with r1_c the range of the producer's output channel c and r2_c the
+    range of the consumers' input channel c; the producer's row c is divided by s_c and the
+    consumers' input channel c multiplied by it, so both end with range sqrt(r1_c r2_c). For
+    one weight scale per layer (Ristretto) this is what evens out the channels. Repeated a few
+    times, since a Fire squeeze is both a consumer and a producer."""
+    out = {k: (w.astype(np.float64).copy(), b.astype(np.float64).copy()) for k, (w, b) in params.items()}
+    for _ in range(iterations):
+        for _tensor, producers, consumers in equalization_pairs(arch):
+            r1 = np.concatenate([np.abs(out[p][0]).reshape(out[p][0].shape[0], -1).max(axis=1) for p in producers])
+            r2 = np.max([np.abs(out[c][0]).transpose(1, 0, 2, 3).reshape(out[c][0].shape[1], -1).max(axis=1)
+                         for c in consumers], axis=0)
+            s = np.ones_like(r1)
+            ok = (r1 > 0) & (r2 > 0)
+            s[ok] = np.clip(np.sqrt(r1[ok] / r2[ok]), 1 / max_factor, max_factor)
+            start = 0
+            for p in producers:
+                w, b = out[p]
+                k = w.shape[0]
+                w /= s[start:start + k, None, None, None]
+                b /= s[start:start + k]
+                start += k
+            for c in consumers:
+                out[c][0][:] *= s[None, :, None, None]
+    return {k: (w.astype(np.float32), b.astype(np.float32)) for k, (w, b) in out.items()}
+
+
 def equalize(arch: Arch, params: Params, channel_max: dict[str, np.ndarray], *, alpha: float = 0.5,
              max_factor: float = 16.0, power_of_two: bool = False) -> tuple[Params, dict[str, np.ndarray]]:
     """(new params, {tensor: s per channel}). `channel_max` maps activation tensors to their
