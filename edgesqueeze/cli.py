@@ -3,6 +3,9 @@
     edgesqueeze info                  the SqueezeNet family's layer table and parameter counts
     edgesqueeze eval                  FP32 top-1/top-5 on the shared sample (defaults)
     edgesqueeze eval --images DIR_OR_CSV --weights NAME_OR_PATH --report out.json
+    edgesqueeze eval --split eval --models A.tflite B.onnx   FP32 vs exported files (deployed path)
+    edgesqueeze classify MODEL IMG... [--top-k 5] [--json]  top-k classes with an exported file
+    edgesqueeze bench MODEL... [--threads 1 4] [--runs 100]  inference time, side by side
 
 Every user error is one line on stderr and exit code 2; no traceback.
 """
@@ -85,6 +88,13 @@ def cmd_info(args) -> int:
     return 0
 
 
+CLASSIFY_EXAMPLES = """examples:
+  edgesqueeze classify export/squeezenet1_0-affine-int8.tflite kitten.jpg --top-k 3
+  edgesqueeze classify export/squeezenet1_0-affine-int8.onnx *.jpg --json
+  edgesqueeze bench export/*.tflite export/*.onnx --threads 1 4 --runs 100
+  edgesqueeze eval --split eval --models export/squeezenet1_0-affine-int8.tflite export/squeezenet1_0-affine-int8.onnx
+"""
+
 QUANTIZE_EXAMPLES = """examples:
   edgesqueeze quantize                               # DC v1.0, shared sample, ./export and ./calib
   edgesqueeze quantize --scheme ristretto --formats tflite
@@ -102,7 +112,8 @@ def _write_json(path: str, doc: dict) -> None:
 def _quantize_options(args, scheme: str):
     from .pipeline import QuantizeOptions
 
-    return QuantizeOptions.make(scheme=scheme, method=args.method, bias_correction=not args.no_bias_correction,
+    return QuantizeOptions.make(scheme=scheme, method=args.method,
+                                bias_correction=False if args.no_bias_correction else None,
                                 equalize=args.equalize)
 
 
@@ -118,6 +129,7 @@ def cmd_eval(args) -> int:
                                f"only (got --split {args.split}); calibration and evaluation images must be disjoint")
     for scheme in args.int8:  # check every option before any slow work
         _quantize_options(args, scheme)
+    classifiers = _load_classifiers(args.models, args.threads) if args.models else []  # bad files fail here
     model = _load_model(args)  # weights first: a bad weights file fails before any image is read
     src, items = _load_items(args)
     labels = np.array([i.label for i in items])
@@ -166,6 +178,8 @@ def cmd_eval(args) -> int:
                     sqnr[name] = per_layer_sqnr(quantized_fp32, qm, sub, progress=update)
                 finally:
                     close()
+    if classifiers:
+        _eval_model_files(args, classifiers, items, fp, labels, base, rows, report)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{model.arch.name} ({args.weights}) on {len(items)} images from {src} (split: {args.split})")
     print(format_table(["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %"], rows))
@@ -278,6 +292,247 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _load_classifiers(files, threads=None):
+    """Classifier of each model file, all loaded before any slow work (a bad file fails fast)."""
+    from .runtime import Classifier
+
+    return [Classifier.load(f, threads=threads) for f in files]
+
+
+def _eval_model_files(args, classifiers, items, fp, labels, base, rows, report) -> None:
+    """Each exported file, run through the deployed path (runtime.Classifier: its own
+    preprocessing from its metadata, its runtime), against the FP32 scores on the same images."""
+    import numpy as np
+
+    from .data import iter_batches, load_image
+    from .evaluate import compare
+
+    names = [c.path.name for c in classifiers]
+    for clf in classifiers:
+        name = clf.path.name if names.count(clf.path.name) == 1 else str(clf.path)
+        if clf.num_classes != fp.shape[1]:
+            raise EdgeSqueezeError(f"{clf.path}: gives {clf.num_classes} classes, the FP32 model {fp.shape[1]}; "
+                                   "compare files of the same model")
+        if args.split != "eval" and clf.metadata.calibration:
+            print(f"edgesqueeze eval: note: {name} was calibrated on the calibration split "
+                  f"({clf.metadata.calibration.get('split', '?')}); with --split {args.split} some evaluation "
+                  "images may be calibration images: use --split eval for numbers on disjoint images",
+                  file=sys.stderr)
+        update, close = _progress(len(items), name, args.quiet)
+        out, ms = [], 0.0
+        try:
+            for batch in iter_batches(items, args.batch_size):
+                pixels = np.stack([clf.preprocess(load_image(i.path), source=str(i.path)) for i in batch])
+                out.append(clf.logits(pixels))
+                ms += clf.last_inference_ms
+                if update:
+                    update(len(batch))
+        finally:
+            close()
+        scores = np.concatenate(out)
+        c = compare(name, scores, fp, labels, base)
+        rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement])
+        report["results"].append({**c.to_dict(), "file": str(clf.path), "backend": clf.backend.value,
+                                  "runtime_version": clf.runtime_version, "threads": clf.threads,
+                                  "scheme": clf.metadata.scheme, "calibration": clf.metadata.calibration,
+                                  "inference_ms_per_image": round(ms / max(1, len(items)), 3)})
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} must be 0 or more")
+    return n
+
+
+def cmd_classify(args) -> int:
+    """Top-k classes of each image; an unreadable image is an error line, the others still run."""
+    from .data import load_image
+    from .errors import DataError
+    from .runtime import Classifier
+
+    import numpy as np
+
+    clf = Classifier.load(args.model, threads=args.threads)
+    clf.logits(np.zeros((clf.input_size, clf.input_size, 3), np.uint8))  # warm-up: the times shown are steady-state
+    results, failed = [], 0
+    for img in args.images:
+        try:
+            classes = clf.classify(load_image(img), top_k=args.top_k)
+        except DataError as e:
+            failed += 1
+            print(f"edgesqueeze classify: error: {e}", file=sys.stderr)
+            results.append({"image": str(img), "error": str(e)})
+            continue
+        results.append({"image": str(img), "inference_ms": round(clf.last_inference_ms, 3),
+                        "top": [c.to_dict() for c in classes]})
+        if not args.json:
+            print(f"{img}  ({clf.path.name}, {clf.backend.value} {clf.runtime_version}, {clf.threads} threads, "
+                  f"{clf.last_inference_ms:.1f} ms)")
+            for k, c in enumerate(classes, 1):
+                print(f"  {k}. {100 * c.score:6.2f} %  {c.label}  [{c.index}]")
+    if args.json:
+        print(json.dumps({"model": str(clf.path), "backend": clf.backend.value,
+                          "runtime_version": clf.runtime_version, "threads": clf.threads,
+                          "results": results}, indent=2))
+    return 1 if failed else 0
+
+
+def cpu_model() -> str:
+    """The CPU's name: /proc/cpuinfo "model name" (x86), else its "Model" line (a Raspberry Pi's
+    board name), else platform.processor() / platform.machine()."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for key in ("model name", "Model", "Hardware"):
+        for line in text.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == key and v.strip():
+                return v.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+_RSS_CHILD = """
+import resource, sys
+import numpy as np
+from edgesqueeze.runtime import Classifier
+from edgesqueeze.data import load_image
+clf = Classifier.load(sys.argv[1], threads=int(sys.argv[2]))
+img = load_image(sys.argv[3]) if sys.argv[3] else np.full((300, 400, 3), 128, np.uint8)
+for _ in range(int(sys.argv[4])):
+    clf.classify(img)
+kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux; kept across exec from a big parent
+try:  # VmHWM: this process image's own peak (Linux)
+    kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+except (OSError, StopIteration, ValueError):
+    pass
+print("RSS", kb)
+"""
+
+
+def _child_peak_rss_kb(model: Path, threads: int, image: Path | None, runs: int) -> int | None:
+    """Peak RSS in KB of a fresh interpreter that imports the runtime, loads one model and
+    classifies `runs` frames: what that model costs in a process of its own. Linux: VmHWM from
+    /proc/self/status (ru_maxrss survives the exec, so a child of a big process reports the
+    parent's peak); elsewhere resource.getrusage's ru_maxrss."""
+    import subprocess
+
+    try:
+        r = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(model), str(threads), str(image or ""), str(runs)],
+                           capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in r.stdout.splitlines():
+        if line.startswith("RSS "):
+            return int(line.split()[1])
+    return None
+
+
+def _bench_image():
+    """(BGR frame, description): the shared kitten if present, else a fixed synthetic image."""
+    import numpy as np
+
+    from . import paths
+    from .data import load_image
+
+    shared = paths.shared_dir()
+    kitten = shared / "images" / "kitten.jpg" if shared else None
+    if kitten is not None and kitten.is_file():
+        return load_image(kitten), kitten
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    import cv2
+
+    return cv2.resize(coarse, (400, 300), interpolation=cv2.INTER_LINEAR), None
+
+
+def cmd_bench(args) -> int:
+    """Inference time of each model file at each thread count, measured side by side."""
+    import os
+
+    import numpy as np
+
+    from .metrics import format_table
+    from .runtime import Classifier
+
+    threads = list(dict.fromkeys(args.threads or [1, os.cpu_count() or 1]))
+    models = [Path(m) for m in args.models]
+    runs = [(m, t, Classifier.load(m, threads=t)) for t in threads for m in models]  # every file checked first
+    frame, image = _bench_image()
+    pixels = [clf.preprocess(frame) for _, _, clf in runs]
+    for (_, _, clf), x in zip(runs, pixels):  # warm-up, each model in turn
+        for _ in range(args.warmup):
+            clf.logits(x)
+    # Rounds: each row runs one untimed inference (caches and thread pools warm again after the
+    # switch), then a block of timed ones; the order rotates every round. Slow drift (other load,
+    # a board's thermal throttling) then hits every row alike, and each block is timed as a
+    # camera loop runs: the same model back to back.
+    block = min(10, max(1, args.runs // 10))
+    times: list[list[float]] = [[] for _ in runs]
+    order = list(range(len(runs)))
+    r = 0
+    while len(times[0]) < args.runs:
+        k = r % len(order)
+        n = min(block, args.runs - len(times[0]))
+        for i in order[k:] + order[:k]:
+            clf = runs[i][2]
+            clf.logits(pixels[i])
+            for _ in range(n):
+                clf.logits(pixels[i])
+                times[i].append(clf.last_inference_ms)
+        r += 1
+    rss = {}
+    if not args.no_rss:
+        for m, t, _ in runs:
+            rss[(m, t)] = _child_peak_rss_kb(m, t, image, max(1, args.warmup))
+
+    versions = {}
+    for _, _, clf in runs:
+        versions.setdefault(clf.backend.value, clf.runtime_version)
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); numpy {np.__version__}; "
+          + ", ".join(f"{b} {v}" for b, v in versions.items()))
+    print(f"input: {image if image else 'synthetic 400x300 image'}; {args.runs} timed runs per row after "
+          f"{args.warmup} warm-up, rows interleaved in rounds of {block}; threads: {', '.join(map(str, threads))}")
+    rows, report = [], []
+    for (m, t, clf), ts in zip(runs, times):
+        a = np.asarray(ts)
+        med, p90 = float(np.median(a)), float(np.percentile(a, 90))
+        kb = rss.get((m, t))
+        rows.append([m.name, f"{clf.backend.value} {clf.runtime_version}", t, med, p90,
+                     1000.0 / med if med > 0 else float("nan"), f"{m.stat().st_size / 1024:.0f}",
+                     f"{kb / 1024:.0f}" if kb else "n/a"])
+        report.append({"file": str(m), "backend": clf.backend.value, "runtime_version": clf.runtime_version,
+                       "threads": t, "median_ms": med, "p90_ms": p90, "fps": rows[-1][5],
+                       "bytes": m.stat().st_size, "peak_rss_kb": kb})
+    print(format_table(["model", "runtime", "threads", "median ms", "p90 ms", "FPS", "file KB",
+                        "peak RSS MB"], rows))
+    if not args.no_rss:
+        print("peak RSS: of a separate process that loads only that model and classifies "
+              f"{max(1, args.warmup)} frames (Python, numpy, OpenCV and the runtime included)")
+    if args.report:
+        _write_json(args.report, {"cpu": cpu_model(), "cores": os.cpu_count(), "runtimes": versions,
+                                  "image": str(image) if image else "synthetic", "runs": args.runs,
+                                  "warmup": args.warmup, "results": report})
+        print(f"report: {args.report}")
+    return 0
+
+
 def _class_names(args) -> list[str]:
     from . import paths
     from .data import read_class_names
@@ -316,9 +571,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "mse", "kl"],
                    help="how activation ranges are chosen from the calibration statistics (default minmax)")
-    p.add_argument("--no-bias-correction", action="store_true", help="do not correct biases for weight rounding")
-    p.add_argument("--equalize", type=float, default=0.5, metavar="ALPHA",
-                   help="cross-layer activation equalization strength in [0, 1] (default 0.5; 0: off)")
+    p.add_argument("--no-bias-correction", action="store_true",
+                   help="do not correct biases for weight rounding (on by default for affine, off for ristretto)")
+    p.add_argument("--equalize", type=float, default=None, metavar="ALPHA",
+                   help="cross-layer activation equalization strength in [0, 1] (0: off; default "
+                   "0.5 for affine, 0 for ristretto)")
     p.add_argument("--calib-images", type=int, default=0, help="use only the first N calibration images")
 
 
@@ -354,6 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--report", help="write the results as JSON to this file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--models", nargs="+", default=[], metavar="FILE",
+                    help="exported .onnx/.tflite files to evaluate against FP32 on the same images, each run "
+                    "through the board runtime (edgesqueeze.runtime.Classifier)")
+    ev.add_argument("--threads", type=_positive, default=None, help="runtime threads for --models (default: all cores)")
     ev.set_defaults(func=cmd_eval)
 
     q = sub.add_parser("quantize", help="the main job: calibrate, quantize, export INT8 ONNX + TFLite",
@@ -372,6 +633,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sqnr-images", type=int, default=16, help="images for the per-layer SQNR summary (0: skip)")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_quantize)
+
+    c = sub.add_parser("classify", help="top-k classes of images with an exported .onnx/.tflite file",
+                       epilog=CLASSIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("model", help="a .onnx or .tflite file written by `edgesqueeze quantize`")
+    c.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    c.add_argument("--top-k", type=_positive, default=5, help="classes per image (default 5)")
+    c.add_argument("--threads", type=_positive, default=None, help="runtime threads (default: all cores)")
+    c.add_argument("--json", action="store_true", help="print the results as JSON")
+    c.set_defaults(func=cmd_classify)
+
+    b = sub.add_parser("bench", help="inference time of exported files, side by side",
+                       epilog=CLASSIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("models", nargs="+", metavar="MODEL", help=".onnx / .tflite files")
+    b.add_argument("--threads", type=_positive, nargs="+", default=None,
+                   help="thread counts to measure (default: 1 and all cores)")
+    b.add_argument("--runs", type=_positive, default=100, help="timed runs per model and thread count (default 100)")
+    b.add_argument("--warmup", type=_non_negative, default=10, help="untimed runs first (default 10)")
+    b.add_argument("--no-rss", action="store_true", help="skip the peak-RSS measurement (a process per row)")
+    b.add_argument("--report", help="write the results as JSON to this file")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
