@@ -6,6 +6,7 @@
     edgesqueeze eval --split eval --models A.tflite B.onnx   FP32 vs exported files (deployed path)
     edgesqueeze classify MODEL IMG... [--top-k 5] [--json]  top-k classes with an exported file
     edgesqueeze bench MODEL... [--threads 1 4] [--runs 100]  inference time, side by side
+    edgesqueeze camera --model M.tflite --source 0 [--headless] [--fp32 F.onnx]  the live demo
 
 Every user error is one line on stderr and exit code 2; no traceback.
 """
@@ -633,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sqnr-images", type=int, default=16, help="images for the per-layer SQNR summary (0: skip)")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_quantize)
+
+    from .camera import add_camera_parser  # numpy + OpenCV only; the demo lives there
+
+    add_camera_parser(sub)
 
     c = sub.add_parser("classify", help="top-k classes of images with an exported .onnx/.tflite file",
                        epilog=CLASSIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,7 +6,8 @@ import sys
 BOARD_MODULES = ["edgesqueeze", "edgesqueeze.arch", "edgesqueeze.graph", "edgesqueeze.data",
                  "edgesqueeze.metrics", "edgesqueeze.metadata", "edgesqueeze.weights",
                  "edgesqueeze.weights.deep_compression", "edgesqueeze.weights.caffe",
-                 "edgesqueeze.cli"]
+                 "edgesqueeze.cli", "edgesqueeze.runtime", "edgesqueeze.camera",
+                 "edgesqueeze.quant.reference", "edgesqueeze.quant.quantize"]
 
 
 def test_board_modules_do_not_import_torch():
