@@ -18,25 +18,15 @@ and prints a markdown table with the target: calibrating 500 images in under 60 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 
 TARGET_S = 60.0
 TARGET_IMAGES = 500
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+from edgesqueeze.sysinfo import cpu_model  # noqa: E402
 
 
 def pick_images(n: int):

@@ -22,7 +22,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent

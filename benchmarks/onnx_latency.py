@@ -49,14 +49,7 @@ ACCURACY_TOLERANCE_PP = 0.25
 THREADS = (1, 2)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+from edgesqueeze.sysinfo import cpu_model  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import EdgeSqueezeError
+from .sysinfo import cpu_model
 
 EXAMPLES = """examples:
   edgesqueeze info
@@ -121,7 +122,6 @@ def _quantize_options(args, scheme: str):
 def cmd_eval(args) -> int:
     import numpy as np
 
-    from . import data
     from .evaluate import compare, fp32_scores, int8_scores, per_layer_sqnr, sqnr_plot_png
     from .metrics import accuracy, format_table
 
@@ -150,7 +150,6 @@ def cmd_eval(args) -> int:
     sqnr: dict[str, dict[str, float]] = {}
     if args.int8:
         from .pipeline import calibrate_and_quantize
-        from .data import read_class_names
 
         calib = _calibration_items(args)
         for scheme in args.int8:
@@ -204,7 +203,7 @@ def cmd_quantize(args) -> int:
     each verified against the integer reference before it is written."""
     import numpy as np
 
-    from .data import load_image, read_class_names, to_uint8_input
+    from .data import load_image, to_uint8_input
     from .evaluate import compare, fp32_scores, int8_scores
     from .metadata import ModelMetadata
     from .metrics import accuracy, format_table
@@ -392,23 +391,6 @@ def cmd_classify(args) -> int:
     return 1 if failed else 0
 
 
-def cpu_model() -> str:
-    """The CPU's name: /proc/cpuinfo "model name" (x86), else its "Model" line (a Raspberry Pi's
-    board name), else platform.processor() / platform.machine()."""
-    import platform
-
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    for key in ("model name", "Model", "Hardware"):
-        for line in text.splitlines():
-            k, _, v = line.partition(":")
-            if k.strip() == key and v.strip():
-                return v.strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 _RSS_CHILD = """
 import resource, sys
 import numpy as np
@@ -546,9 +528,6 @@ def _class_names(args) -> list[str]:
 
 def _calibration_items(args):
     """The calibration split of the same image source (disjoint from --split eval)."""
-    from . import data
-
-    src = Path(args.images) if args.images else None
     saved = args.split
     try:
         args.split = "calibration"
