@@ -33,7 +33,8 @@ def require_shared(what: str, environ=None) -> Path:
     p = shared_dir(environ)
     if p is None:
         raise DataError(
-            f"{what} not given and no shared data folder found; pass it explicitly, or set "
+            f"{what} not given and no shared data folder found; pass them (--images LABELS.csv or "
+            "a folder of <synset>_*.JPEG images), or set "
             "EDGESQUEEZE_SHARED to the folder holding imagenet/ and weights/ (../shared beside "
             "the project is found by itself)"
         )
