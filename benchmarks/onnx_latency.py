@@ -163,9 +163,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     ensure_weights_env()
     arch, params = load_params()
-    model = SqueezeNet(arch)
-    model.load_numpy_params(params)
-    model.eval()
+    model = SqueezeNet.from_params(arch, params)
     csv = default_labels_csv()
     calib, evals = split_calibration(read_labels_csv(csv))
     calib = calib[:args.calib_images] if args.calib_images else calib

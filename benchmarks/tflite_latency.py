@@ -124,9 +124,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     ensure_weights_env()
     arch, params = load_params()
-    model = SqueezeNet(arch)
-    model.load_numpy_params(params)
-    model.eval()
+    model = SqueezeNet.from_params(arch, params)
     csv = default_labels_csv()
     calib, evals = split_calibration(read_labels_csv(csv))
     if args.eval_images:

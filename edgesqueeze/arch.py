@@ -217,6 +217,11 @@ def _check_bypass(bypass: Bypass | str) -> Bypass:
         raise OptionError(f"bypass={bypass!r} is not one of: {allowed}") from None
 
 
+# (squeeze, expand1x1, expand3x3) of fire2..fire9: paper Table 1; v1.1 keeps the same widths
+V1_FIRE_WIDTHS = ((16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
+                  (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256))
+
+
 def squeezenet1_0_arch(
     *, bypass: Bypass | str = Bypass.NONE, num_classes: int = 1000, caffe: bool = False
 ) -> Arch:
@@ -225,12 +230,10 @@ def squeezenet1_0_arch(
     `caffe=True` describes the released Caffe / Deep-Compression model: 227x227 BGR input
     minus the Caffe mean, and conv10 with pad 1 (a quirk of that release)."""
     bypass = _check_bypass(bypass)
-    widths = [(16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
-              (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256)]
     return Arch(
         name="squeezenet1_0" + ("" if bypass is Bypass.NONE else f"-{bypass.value}-bypass"),
         conv1=ConvSpec("conv1", 3, 96, kernel=7, stride=2),
-        fires=_fires(widths, 96, bypass),
+        fires=_fires(V1_FIRE_WIDTHS, 96, bypass),
         pool_after=("conv1", "fire4", "fire8"),
         num_classes=num_classes,
         final_pad=1 if caffe else 0,
@@ -242,12 +245,10 @@ def squeezenet1_1_arch(*, bypass: Bypass | str = Bypass.NONE, num_classes: int =
     """SqueezeNet v1.1 (the SqueezeNet repo's v1.1): conv1 64 3x3/2, pools after conv1, fire3 and
     fire5; 2.4x less computation than v1.0 at the same accuracy."""
     bypass = _check_bypass(bypass)
-    widths = [(16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
-              (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256)]
     return Arch(
         name="squeezenet1_1" + ("" if bypass is Bypass.NONE else f"-{bypass.value}-bypass"),
         conv1=ConvSpec("conv1", 3, 64, kernel=3, stride=2),
-        fires=_fires(widths, 64, bypass),
+        fires=_fires(V1_FIRE_WIDTHS, 64, bypass),
         pool_after=("conv1", "fire3", "fire5"),
         num_classes=num_classes,
     )

@@ -62,14 +62,10 @@ def _load_items(args, limit: int | None = None):
 
 def _load_model(args):
     from . import paths
-    from .model import SqueezeNet
-    from .weights import load_params
+    from .model import load_pretrained
 
     paths.ensure_weights_env()
-    arch, params = load_params(args.weights, download=args.download)
-    model = SqueezeNet(arch)
-    model.load_numpy_params(params)
-    return model.eval()
+    return load_pretrained(args.weights, download=args.download)
 
 
 def cmd_info(args) -> int:

@@ -135,6 +135,13 @@ class SqueezeNet(nn.Module):
         tap("logits", y)
         return y
 
+    @classmethod
+    def from_params(cls, arch: Arch, params: dict[str, tuple[np.ndarray, np.ndarray]]) -> "SqueezeNet":
+        """The model of `arch` with these weights, in eval mode."""
+        model = cls(arch)
+        model.load_numpy_params(params)
+        return model.eval()
+
     def named_convs(self) -> Iterator[tuple[str, nn.Conv2d]]:
         """(arch name, conv) in execution order: conv1, fireN.squeeze/expand1x1/expand3x3
         [/bypass], conv10."""
@@ -185,6 +192,13 @@ class SqueezeNet(nn.Module):
                 w, b = params[n]
                 conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
                 conv.bias.copy_(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
+
+
+def load_pretrained(source: str = "squeezenet1_0-dc", *, download: bool = False) -> SqueezeNet:
+    """Released weights by name or path (edgesqueeze.weights.load_params), as a model in eval mode."""
+    from .weights import load_params
+
+    return SqueezeNet.from_params(*load_params(source, download=download))
 
 
 def count_parameters(model: nn.Module) -> int:

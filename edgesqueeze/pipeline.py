@@ -80,9 +80,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         cmax = {n: s.channel_max for n, s in stats.items() if s.channel_max is not None}
         params, _ = equalize(model.arch, model.numpy_params(), cmax, alpha=options.equalize,
                              power_of_two=options.scheme is Scheme.RISTRETTO)
-        model = SqueezeNet(model.arch)
-        model.load_numpy_params(params)
-        model.eval()
+        model = SqueezeNet.from_params(model.arch, params)
         stats = collect_stats(model, items, batch_size=batch_size, progress=progress)
     calibration = {"images": len(items),
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}

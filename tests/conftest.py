@@ -48,10 +48,7 @@ def dc_model(dc_params):
     pytest.importorskip("torch")
     from edgesqueeze.model import SqueezeNet
 
-    arch, params = dc_params
-    m = SqueezeNet(arch)
-    m.load_numpy_params(params)
-    return m.eval()
+    return SqueezeNet.from_params(*dc_params)
 
 
 @pytest.fixture(scope="session")

@@ -463,8 +463,7 @@ def test_calibrate_deep_compression_on_real_images(dc_params, shared):
     from edgesqueeze.data import read_labels_csv, split_calibration
 
     arch, params = dc_params
-    model = SqueezeNet(arch)
-    model.load_numpy_params(params)
+    model = SqueezeNet.from_params(arch, params)
     calib, _ = split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))
     stats = collect_stats(model, calib[:8], batch_size=4)
     nodes = graph.lower(arch)

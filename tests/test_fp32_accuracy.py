@@ -12,17 +12,8 @@ pytest.importorskip("cv2")
 from edgesqueeze.data import load_image, normalize, read_labels_csv, to_uint8_input  # noqa: E402
 from edgesqueeze.evaluate import fp32_scores  # noqa: E402
 from edgesqueeze.metrics import accuracy  # noqa: E402
-from edgesqueeze.model import SqueezeNet  # noqa: E402
 
 pytestmark = pytest.mark.shared
-
-
-@pytest.fixture(scope="module")
-def dc_model(dc_params):
-    arch, params = dc_params
-    m = SqueezeNet(arch)
-    m.load_numpy_params(params)
-    return m.eval()
 
 
 @pytest.mark.slow
