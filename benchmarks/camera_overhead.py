@@ -5,10 +5,9 @@ Targets: median per-frame ms <= 1.15 x median inference ms; RSS <= 150 MB and fl
 <= 5 % from after warm-up to the end) over the soak run.
 
     # a real INT8 model (and its FP32 reference) first:
-    cd /tmp && EDGESQUEEZE_SHARED=/path/to/shared edgesqueeze quantize --calib-images 24 --limit 16 \\
-        --verify-images 8 --out /tmp/cam_export --calib-dir /tmp/cam_calib
-    python benchmarks/camera_overhead.py --model /tmp/cam_export/squeezenet1_0-affine-int8.tflite \\
-        --fp32 /tmp/cam_export/squeezenet1_0-fp32.onnx [--frames 200] [--soak 10000]
+    edgesqueeze quantize       # the main job (from the project root): writes export/
+    python benchmarks/camera_overhead.py --model export/squeezenet1_0-affine-int8.tflite \\
+        --fp32 export/squeezenet1_0-fp32.onnx [--frames 200] [--soak 10000]
 
 The frames are the shared sample images (edgesqueeze.paths.default_labels_csv()) resized to
 640x480 and written to a temporary MJPG .avi; the loop runs headless (no window, no overlay),

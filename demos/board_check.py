@@ -2,7 +2,7 @@
 """Board check (issue 9, item 1): does the board install and give the same answers as x86?
 
 Runs under `pi-emu` (user-mode QEMU emulating a Raspberry Pi 4: Debian 12 arm64, Python 3.11,
-Cortex-A72; /work/shared/tools/pi-emu or $PI_EMU). Emulated timings mean nothing; what is checked
+Cortex-A72; ../shared/tools/pi-emu or $PI_EMU). Emulated timings mean nothing; what is checked
 is installability and correctness:
 
   1. `pi-emu setup`, `pi-emu reset`, `pi-emu pip install ".[tflite,camera]"` from the project
@@ -21,8 +21,9 @@ is installability and correctness:
      --model MODEL --source clip.avi --headless --max-frames 20` (an MJPG clip of shared images):
      exit codes and the last JSON line.
 
-    python demos/board_check.py --models /tmp/qs/export/squeezenet1_0-affine-int8.tflite \\
-        /tmp/qs/export/squeezenet1_0-affine-int8.onnx --images 100
+    edgesqueeze quantize          # writes export/squeezenet1_0-affine-int8.{tflite,onnx}
+    python demos/board_check.py --models export/squeezenet1_0-affine-int8.tflite \\
+        export/squeezenet1_0-affine-int8.onnx --images 100
 
 Exit status 0 when every check passes, 1 otherwise.
 """
