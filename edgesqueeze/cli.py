@@ -334,24 +334,22 @@ def _eval_model_files(args, classifiers, items, fp, labels, base, rows, report) 
                                   "inference_ms_per_image": round(ms / max(1, len(items)), 3)})
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
-    return n
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, with a message naming the bad value."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{n} must be at least {minimum}")
+        return n
+
+    return parse
 
 
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} must be 0 or more")
-    return n
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
 
 
 def cmd_classify(args) -> int:

@@ -131,33 +131,32 @@ def preprocess_file(path: str | os.PathLike, pre: Preprocess) -> np.ndarray:
 # ---------------------------------------------------------------- labels
 
 
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """synset_words.txt: line i is class i, `n01440764 tench, Tinca tinca` -> "tench, Tinca tinca"."""
+def _synset_words(path: str | os.PathLike, what: str) -> list[tuple[str, str]]:
+    """(synset id, name) per non-empty line of synset_words.txt, in class-index order."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise DataError(f"{path}: cannot read class names ({e.strerror or e})") from None
-    names = []
-    for i, line in enumerate(lines):
-        line = line.strip()
-        if not line:
-            continue
-        wnid, _, name = line.partition(" ")
-        names.append(name.strip() or wnid)
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    out = []
+    for line in lines:
+        wnid, _, name = line.strip().partition(" ")
+        if wnid:
+            out.append((wnid, name.strip()))
+    return out
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """synset_words.txt: line i is class i, `n01440764 tench, Tinca tinca` -> "tench, Tinca tinca"."""
+    names = [name or wnid for wnid, name in _synset_words(path, "class names")]
     if not names:
-        raise DataError(f"{path}: no class names in it; expected one 'synset name' per line")
+        raise DataError(f"{Path(path)}: no class names in it; expected one 'synset name' per line")
     return names
 
 
 def read_synsets(path: str | os.PathLike) -> list[str]:
     """The synset id of each class, in class-index order, from synset_words.txt."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read synsets ({e.strerror or e})") from None
-    return [line.split(" ", 1)[0] for line in lines if line.strip()]
+    return [wnid for wnid, _ in _synset_words(path, "synsets")]
 
 
 def read_labels_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[LabelledImage]:

@@ -291,6 +291,19 @@ def multiply_by_quantized_multiplier(
     return _rounding_divide_by_pot(high, right).astype(np.int32)
 
 
+def _output_range(out_zero_point, qmin, qmax, dtype) -> tuple[int, int, int]:
+    """(zero point, qmin, qmax) checked against `dtype`; None for qmin/qmax is the dtype's bound."""
+    lo, hi = int_dtype_range(dtype)
+    zp = _as_int(out_zero_point, "out_zero_point")
+    if not lo <= zp <= hi:
+        raise ValueError(f"out_zero_point {zp} is outside the range [{lo}, {hi}] of {np.dtype(dtype)}")
+    qmin = lo if qmin is None else _as_int(qmin, "qmin")
+    qmax = hi if qmax is None else _as_int(qmax, "qmax")
+    if not lo <= qmin <= qmax <= hi:
+        raise ValueError(f"need {lo} <= qmin <= qmax <= {hi} for {np.dtype(dtype)}; got qmin={qmin}, qmax={qmax}")
+    return zp, qmin, qmax
+
+
 def requantize(
     acc_int32,
     multiplier,
@@ -315,14 +328,7 @@ def requantize(
     ``variant`` is passed to :func:`multiply_by_quantized_multiplier` ("reference": TFLite's
     reference kernels; "ruy": TFLite's optimized builtin kernels without XNNPACK).
     """
-    lo, hi = int_dtype_range(dtype)
-    zp = _as_int(out_zero_point, "out_zero_point")
-    if not lo <= zp <= hi:
-        raise ValueError(f"out_zero_point {zp} is outside the range [{lo}, {hi}] of {np.dtype(dtype)}")
-    qmin = lo if qmin is None else _as_int(qmin, "qmin")
-    qmax = hi if qmax is None else _as_int(qmax, "qmax")
-    if not lo <= qmin <= qmax <= hi:
-        raise ValueError(f"need {lo} <= qmin <= qmax <= {hi} for {np.dtype(dtype)}; got qmin={qmin}, qmax={qmax}")
+    zp, qmin, qmax = _output_range(out_zero_point, qmin, qmax, dtype)
     scaled = multiply_by_quantized_multiplier(acc_int32, multiplier, shift, variant=variant)
     scaled = scaled.astype(np.int64)
     return np.clip(scaled + zp, qmin, qmax).astype(dtype)
@@ -348,14 +354,7 @@ def requantize_fp32(acc_int32, scale, out_zero_point, qmin, qmax, dtype) -> np.n
     int8 CONV_2D with per-channel weights (XNNPACK's "qc8" kernels always requantize in fp32; on
     ARM they round with VCVTN/magic-number, also half to even).
     """
-    lo, hi = int_dtype_range(dtype)
-    zp = _as_int(out_zero_point, "out_zero_point")
-    if not lo <= zp <= hi:
-        raise ValueError(f"out_zero_point {zp} is outside the range [{lo}, {hi}] of {np.dtype(dtype)}")
-    qmin = lo if qmin is None else _as_int(qmin, "qmin")
-    qmax = hi if qmax is None else _as_int(qmax, "qmax")
-    if not lo <= qmin <= qmax <= hi:
-        raise ValueError(f"need {lo} <= qmin <= qmax <= {hi} for {np.dtype(dtype)}; got qmin={qmin}, qmax={qmax}")
+    zp, qmin, qmax = _output_range(out_zero_point, qmin, qmax, dtype)
     acc = _as_int64(acc_int32, "acc_int32")
     _check_int32(acc, "acc_int32")
     s = np.asarray(scale)
