@@ -50,6 +50,7 @@ THREADS = (1, 2)
 
 
 from edgesqueeze.sysinfo import cpu_model  # noqa: E402
+from timing import interleaved_ms  # noqa: E402  (benchmarks/timing.py)
 
 
 def log(msg: str) -> None:
@@ -113,19 +114,8 @@ def measure_latency(ort, files: dict[str, Path], x: np.ndarray, *, rounds: int, 
     """{(name, threads): [ms, ...]} from interleaved rounds (module doc)."""
     keys = [(name, t) for t in THREADS for name in files]
     sessions = {k: session(ort, files[k[0]], k[1]) for k in keys}
-    for k in keys:
-        for _ in range(warmup):
-            sessions[k].run(None, {"pixels": x})
-    times: dict = {k: [] for k in keys}
-    for r in range(rounds):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]
-        for k in order:
-            s = sessions[k]
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                s.run(None, {"pixels": x})
-                times[k].append((time.perf_counter() - t0) * 1000.0)
-    return times
+    return interleaved_ms({k: (lambda s=sessions[k]: s.run(None, {"pixels": x})) for k in keys},
+                          warmup=warmup, rounds=rounds, per_round=iters)
 
 
 def main(argv=None) -> int:

@@ -44,6 +44,7 @@ ACCURACY_TOLERANCE_PP = 0.25
 
 
 from edgesqueeze.sysinfo import cpu_model  # noqa: E402
+from timing import interleaved_ms  # noqa: E402  (benchmarks/timing.py)
 
 
 def cpu_flags() -> str:
@@ -80,19 +81,8 @@ def measure_latency(paths: dict[str, Path], threads: list[int], image: np.ndarra
             it.allocate_tensors()
             it.set_tensor(it.get_input_details()[0]["index"], image[None])
             runners[f"{name} {t}t"] = it
-    for it in runners.values():
-        for _ in range(warmup):
-            it.invoke()
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    keys = list(runners)
-    for r in range(rounds):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]
-        for k in order:
-            it = runners[k]
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                it.invoke()
-                times[k].append((time.perf_counter() - t0) * 1000.0)
+    times = interleaved_ms({k: it.invoke for k, it in runners.items()},
+                           warmup=warmup, rounds=rounds, per_round=per_round)
     return {k: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)),
                 "min_ms": float(np.min(v)), "runs": len(v)} for k, v in times.items()}
 
