@@ -91,7 +91,14 @@ def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Resize and centre-crop a BGR uint8 frame; channels in the model's order. HxWx3 uint8.
 
     caffe: resize to exactly pre.resize (h, w); torchvision: resize the short side to pre.resize.
-    Both with bilinear interpolation (cv2.INTER_LINEAR), then a centre crop of pre.crop."""
+    Both with bilinear interpolation, then a centre crop of pre.crop.
+
+    The interpolation is cv2.INTER_LINEAR_EXACT, not INTER_LINEAR: INTER_LINEAR's uint8 path is
+    vectorised differently per CPU, and OpenCV's aarch64 and x86 builds were seen to disagree by
+    +-1 on ~20 % of the pixels of the same photo (demos/board_check.py), which moved top-1 on
+    2 of 100 images between a Pi and a PC. INTER_LINEAR_EXACT is OpenCV's bit-exact bilinear
+    (fixed-point weights, the same result on every platform); it differs from INTER_LINEAR by
+    +-1 on ~12 % of the pixels and costs ~0.25 ms more per 640x480 frame here."""
     cv2 = _cv2()
     h, w = img_bgr.shape[:2]
     if isinstance(pre.resize, tuple):
@@ -103,7 +110,7 @@ def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
         else:
             rh, rw = max(short, int(round(h * short / w))), short
     if (rh, rw) != (h, w):
-        img_bgr = cv2.resize(img_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        img_bgr = cv2.resize(img_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR_EXACT)
     c = pre.crop
     if rh < c or rw < c:
         raise DataError(f"resize to {rh}x{rw} is smaller than the {c}x{c} crop; fix the preprocessing")

@@ -18,7 +18,7 @@ from .arch import Preprocess
 from .errors import DataError
 
 METADATA_KEY = "edgesqueeze"
-PIXEL_FORMAT = "uint8 NHWC, resized and centre-cropped, no normalisation"
+PIXEL_FORMAT = "uint8 NHWC, resized (bilinear, cv2.INTER_LINEAR_EXACT) and centre-cropped, no normalisation"
 
 
 @dataclass(frozen=True)

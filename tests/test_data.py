@@ -192,7 +192,7 @@ def test_caffe_input_shape_dtype_and_hand_computation():
     assert out.shape == (227, 227, 3)
     assert out.dtype == np.uint8
     assert out.flags["C_CONTIGUOUS"]
-    expected = cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR)[14:241, 14:241]
+    expected = cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR_EXACT)[14:241, 14:241]
     np.testing.assert_array_equal(out, expected)
 
 
@@ -217,7 +217,7 @@ def test_torchvision_wide_image_short_side_256_centre_crop_rgb():
     assert out.dtype == np.uint8
     rw = round(w * 256 / h)
     assert rw == 427
-    resized = cv2.resize(img, (rw, 256), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(img, (rw, 256), interpolation=cv2.INTER_LINEAR_EXACT)
     top, left = (256 - 224) // 2, (rw - 224) // 2
     assert (top, left) == (16, 101)
     expected = resized[top : top + 224, left : left + 224, ::-1]
@@ -228,7 +228,7 @@ def test_torchvision_tall_image_short_side_256():
     h, w = 500, 300
     img = rng_image(h, w, seed=11)
     out = to_uint8_input(img, TORCHVISION_PREPROCESS)
-    resized = cv2.resize(img, (256, 427), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(img, (256, 427), interpolation=cv2.INTER_LINEAR_EXACT)
     expected = resized[101:325, 16:240, ::-1]
     np.testing.assert_array_equal(out, expected)
 

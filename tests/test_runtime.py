@@ -235,7 +235,7 @@ def test_preprocess_is_the_files_own_contract(tiny, clfs, frames):
     got = rgb.preprocess(frames[0])
     np.testing.assert_array_equal(got, to_uint8_input(frames[0], RGB_PRE))
     # torchvision style on a 48x64 frame: short side 40 -> 40x53, crop 35; channels reversed
-    bgr = cv2.resize(frames[0], (53, 40), interpolation=cv2.INTER_LINEAR)[2:37, 9:44]
+    bgr = cv2.resize(frames[0], (53, 40), interpolation=cv2.INTER_LINEAR_EXACT)[2:37, 9:44]
     np.testing.assert_array_equal(got, bgr[:, :, ::-1])
 
 
