@@ -21,6 +21,17 @@ is installability and correctness:
      --model MODEL --source clip.avi --headless --max-frames 20` (an MJPG clip of shared images):
      exit codes and the last JSON line.
 
+--legacy (issue 9, item 3): install `.[legacy,camera]` instead (tflite-runtime 2.14.0, numpy < 2,
+OpenCV < 4.12; no LiteRT), so the board's `Classifier.load` must fall back to tflite-runtime
+(checked: the helper reports its backend). .tflite files only. tflite-runtime runs TFLite's own
+int8 kernels, which requantize with a fixed-point multiplier and shift, so its logits are also
+compared with the integer reference in that mode (`run_int8(..., requant=Requant.FIXED_POINT)`,
+the quantization file calib/<name>.json beside the export, or --reference) on x86's pixels, and
+that comparison is the pass bar (--min-agreement); top-1 against x86 LiteRT (float32
+requantization: a near-tie can flip) is reported beside it.
+Use a separate emulated site so the LiteRT install is left alone:
+`PI_EMU_HOME=/tmp/pi-emu-legacy` (with sysroot/ and qemu/ linked from ~/.cache/pi-emu).
+
     edgesqueeze quantize          # writes export/squeezenet1_0-affine-int8.{tflite,onnx}
     python demos/board_check.py --models export/squeezenet1_0-affine-int8.tflite \\
         export/squeezenet1_0-affine-int8.onnx --images 100
@@ -124,6 +135,20 @@ def margins(logits: np.ndarray) -> np.ndarray:
     return s[:, -1] - s[:, -2]
 
 
+def reference_path(model: Path) -> Path:
+    """calib/<model name without -int8>.json: the quantization file `edgesqueeze quantize` wrote
+    for export/<name>-int8.tflite (the default --reference)."""
+    stem = model.stem[: -len("-int8")] if model.stem.endswith("-int8") else model.stem
+    return ROOT / "calib" / f"{stem}.json"
+
+
+def compare_logits(a: np.ndarray, b: np.ndarray) -> dict:
+    """Identical top-1, bit-identical rows and the largest |difference| of two logit arrays."""
+    return {"identical_top1": int((a.argmax(1) == b.argmax(1)).sum()),
+            "identical_logits": int(sum(np.array_equal(x, y) for x, y in zip(a, b))),
+            "max_abs_logit_diff": round(float(np.abs(a - b).max()), 5)}
+
+
 def setup_board(emu: str, groups: list[str], timeout: float) -> tuple[bool, list[dict]]:
     steps = [run_cmd([emu, "setup"], timeout=timeout), run_cmd([emu, "reset"], timeout=60)]
     ok = all(s["rc"] == 0 for s in steps)
@@ -171,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not also run the board on x86's preprocessed pixels (halves the emulated time)")
     ap.add_argument("--skip-cli", action="store_true", help="skip the classify/camera smoke tests")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per emulated step (default 1800)")
+    ap.add_argument("--legacy", action="store_true",
+                    help="install .[legacy,camera] (tflite-runtime 2.14, numpy<2; no LiteRT) and compare it with "
+                    "x86 LiteRT and the fixed-point integer reference (.tflite files only)")
+    ap.add_argument("--reference", metavar="JSON",
+                    help="with --legacy: the quantization file of the model (default calib/<name>.json)")
     args = ap.parse_args(argv)
 
     from edgesqueeze.data import split_calibration, read_labels_csv
@@ -185,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         if not m.is_file():
             ap.error(f"{m}: no such model file")
+    if args.legacy and any(m.suffix != ".tflite" for m in models):
+        ap.error("--legacy runs .tflite files only (tflite-runtime); leave the .onnx files out")
     emu = args.pi_emu
     report: dict = {"models": [str(m) for m in models], "images": args.images, "steps": {}}
     ok = True
@@ -192,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. install on the board
     groups = []
-    if any(m.suffix == ".tflite" for m in models):
+    if args.legacy:
+        groups.append("legacy")
+    elif any(m.suffix == ".tflite" for m in models):
         groups.append("tflite")
     if any(m.suffix == ".onnx" for m in models):
         groups.append("onnx")
@@ -223,6 +257,24 @@ def main(argv: list[str] | None = None) -> int:
         acc = float((lg.argmax(1) == labels).mean() * 100)
         print(f"  {m.name}: {clf.backend.value} {clf.runtime_version}, top-1 accuracy {acc:.1f} % "
               f"({time.time() - t0:.1f} s)", flush=True)
+    fixed: dict = {}  # --legacy: the fixed-point integer reference on x86's pixels
+    if args.legacy:
+        from edgesqueeze.quant.params import QuantizedModel
+        from edgesqueeze.quant.reference import Requant, run_int8
+
+        for m in models:
+            ref = Path(args.reference) if args.reference else reference_path(m)
+            if not ref.is_file():
+                print(f"  {m.name}: no quantization file {ref}: fixed-point reference skipped (--reference)")
+                continue
+            qm = QuantizedModel.load(ref)
+            pix = x86[m][0]
+            fixed[m] = np.concatenate([run_int8(qm, pix[i:i + 16], requant=Requant.FIXED_POINT).logits
+                                       for i in range(0, len(pix), 16)])
+            vs = compare_logits(fixed[m], x86[m][1])
+            print(f"  {m.name}: fixed-point reference ({ref.name}) vs x86 {Classifier.load(m).backend.value}: "
+                  f"identical top-1 {vs['identical_top1']}/{len(pix)}, bit-identical logits "
+                  f"{vs['identical_logits']}/{len(pix)}, max |dlogit| {vs['max_abs_logit_diff']}", flush=True)
 
     # 3. the board
     results = []
@@ -272,6 +324,19 @@ def main(argv: list[str] | None = None) -> int:
                     "identical_top1": int((sl.argmax(1) == t_x86).sum()),
                     "identical_logits": int(sum(np.array_equal(a, b) for a, b in zip(sl, x_l))),
                     "max_abs_logit_diff": round(float(np.abs(sl - x_l).max()), 5)}
+                if m in fixed:
+                    row["same_input"]["vs_fixed_point_reference"] = compare_logits(sl, fixed[m])
+            if args.legacy:  # the board had no LiteRT: Classifier.load must have fallen back
+                # tflite-runtime's int8 kernels requantize in fixed point, LiteRT's XNNPACK in
+                # float32: two roundings that differ by <= 1 LSB per layer and so can flip a
+                # near-tie. The bar is the reference of its own arithmetic, on identical pixels;
+                # the agreement with x86 LiteRT is reported beside it.
+                fp = row.get("same_input", {}).get("vs_fixed_point_reference")
+                if fp is not None:
+                    row["ok"] = 100.0 * fp["identical_top1"] / len(paths) >= args.min_agreement
+                row["ok"] = row["ok"] and info.get("backend") == "tflite-runtime"
+                if m in fixed:
+                    row["x86_litert_vs_fixed_point"] = compare_logits(x_l, fixed[m])
             ok &= row["ok"]
             results.append(row)
             print(f"  {m.name}: board {info.get('backend')} {info.get('runtime_version')}, cv2 {info.get('cv2')}, "
@@ -280,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
                 si = row["same_input"]
                 print(f"    same input (x86 pixels on the board): identical top-1 {si['identical_top1']}/{len(paths)}, "
                       f"bit-identical logits {si['identical_logits']}/{len(paths)}, max |dlogit| {si['max_abs_logit_diff']}")
+                fp = si.get("vs_fixed_point_reference")
+                if fp:
+                    print(f"    same input vs the fixed-point integer reference: identical top-1 "
+                          f"{fp['identical_top1']}/{len(paths)}, bit-identical logits {fp['identical_logits']}/"
+                          f"{len(paths)}, max |dlogit| {fp['max_abs_logit_diff']}")
+            if args.legacy and info.get("backend") != "tflite-runtime":
+                print(f"    FAIL: the board ran {info.get('backend')!r}, not the tflite-runtime fallback")
             for d in diffs:
                 print(f"    differs: {d['image']}: x86 {d['x86_top1']} (margin {d['x86_margin']:.3f}) vs "
                       f"ARM {d['arm_top1']} (margin {d['arm_margin']:.3f}), pixels "

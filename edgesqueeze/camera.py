@@ -7,8 +7,9 @@ Board-side: numpy, OpenCV and one runtime (`edgesqueeze.runtime`); never torch.
          loop never works through a backlog; overwritten frames are counted as dropped)
       -> run_loop: classify (one cv2.resize + crop, then the INT8 model) -> overlay / JSON line
       -> every N-th frame also handed to ShadowTracker: an FP32 model in one background worker
-         thread (1-slot queue, work dropped when busy, lowered thread priority) compares its
-         top-1 with the INT8 top-1 of the same frame; rolling agreement over the last K.
+         thread (1-slot queue, work dropped when busy, lowered thread priority, busy at most
+         `max_load` of one core) compares its top-1 with the INT8 top-1 of the same frame;
+         rolling agreement over the last K.
 
 Library code returns results (`FrameResult` per frame through a callback, `Summary` at the end);
 `run_camera` (the `edgesqueeze camera` command and `demos/camera.py`) does the printing.
@@ -28,6 +29,18 @@ shadow worker lowers itself by +10; where this fails (macOS, Windows) it runs at
 priority, and it still never blocks the loop: work is handed over with a non-blocking put into
 a 1-slot queue. Load the FP32 model with threads=1 so that its runtime computes in the worker
 thread itself (threads it would start later inherit the lowered priority on Linux).
+
+Rate: a lower priority only helps when a core is contended; on a 4-core Pi with the INT8 model
+on all 4 cores the FP32 run (several times slower than INT8) would still take a core's worth of
+memory bandwidth and cache whenever it runs. So the worker also caps its own duty cycle: after
+a run of t seconds it rests t * (1 / max_load - 1) seconds (`--shadow-max-load`, default 0.25:
+busy at most a quarter of one core on average, whatever the board's speed), and frames handed
+over while it rests are skipped like frames handed over while it is busy.
+
+Autostart: `--print-systemd-unit` prints a systemd service for the options given (absolute
+paths, headless, restarted on failure, JSON lines to the journal) and `--install-systemd-unit
+PATH` writes it atomically; `systemd_unit()` builds the text. demos/edgesqueeze-camera.service
+is an example.
 """
 
 from __future__ import annotations
@@ -586,12 +599,19 @@ class ShadowTracker:
     is set and logged once per episode.
 
     `submit` never blocks: the frame goes into a 1-slot queue, and is dropped (`skipped`) when
-    the worker still has one waiting."""
+    the worker still has one waiting. With `max_load` (a fraction of one core; the camera
+    command's default is 0.25, the library's None: no cap) a frame is taken only when the worker
+    is idle and has rested after its last run long enough that it is busy at most `max_load` of
+    the time; the frames refused while it rests are counted in `skipped` and `rate_limited`."""
 
     def __init__(self, classifier, *, every: int = 10, window: int = 50, warn_below: float = 90.0,
-                 min_comparisons: int = 10, nice: int = 10, start: bool = True):
+                 min_comparisons: int = 10, nice: int = 10, max_load: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter, start: bool = True):
         if every < 1:
             raise OptionError(f"--shadow-every {every}: must be at least 1")
+        if max_load is not None and not (isinstance(max_load, (int, float)) and 0.0 < max_load <= 1.0):
+            raise OptionError(f"--shadow-max-load {max_load}: a fraction of one core, above 0 and at most 1 "
+                              "(0.25: the FP32 worker is busy at most a quarter of the time)")
         if window < 1:
             raise OptionError(f"--window {window}: must be at least 1")
         if not 0.0 <= warn_below <= 100.0:
@@ -599,6 +619,10 @@ class ShadowTracker:
         self.classifier = classifier
         self.every, self.window, self.warn_below = every, window, warn_below
         self.min_comparisons, self.nice = min_comparisons, nice
+        self.max_load = None if max_load is None else float(max_load)
+        self._clock = clock
+        self._rest_until = float("-inf")  # the worker takes no frame before this (clock time)
+        self.rate_limited = 0
         self._results: deque[bool] = deque(maxlen=window)
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=1)
@@ -622,6 +646,10 @@ class ShadowTracker:
         if frame_index % self.every:
             return False
         with self._lock:
+            if self.max_load is not None and (self._pending or self._clock() < self._rest_until):
+                self.skipped += 1  # busy (a queued frame would run without a rest) or resting
+                self.rate_limited += not self._pending
+                return False
             try:
                 self._queue.put_nowait((frame_index, frame, int8_top1))
             except queue.Full:
@@ -670,20 +698,31 @@ class ShadowTracker:
             if item is None:
                 return
             _, frame, int8_top1 = item
+            t0 = self._clock()
             try:
-                t0 = time.perf_counter()
                 top = self.classifier.classify(frame, top_k=1)
                 self.infer_ms.append(float(getattr(self.classifier, "last_inference_ms", 0.0))
-                                     or 1e3 * (time.perf_counter() - t0))
+                                     or 1e3 * (self._clock() - t0))
                 self.record(int8_top1, top[0].index)
             except Exception as e:  # noqa: BLE001 - the shadow must never take the demo down
                 self.errors += 1
                 if self.errors <= 3:
                     log.warning("FP32 shadow model failed on a frame: %s: %s", type(e).__name__, e)
             finally:
+                self.rest_after(t0, self._clock())
                 with self._lock:
                     self._pending -= 1
                     self._idle.notify_all()
+
+    def rest_after(self, start: float, end: float) -> float:
+        """After a run from `start` to `end` (clock time): no frame is taken until `end` plus
+        the rest that keeps the duty cycle at `max_load`. Returns the rest in seconds."""
+        if self.max_load is None:
+            return 0.0
+        rest = max(0.0, end - start) * (1.0 / self.max_load - 1.0)
+        with self._lock:
+            self._rest_until = end + rest
+        return rest
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the queued work is done (tests, and the end of a run); False on timeout."""
@@ -1035,6 +1074,13 @@ EXAMPLES = """examples:
   edgesqueeze camera --model m.tflite --source picamera2 --fp32 export/squeezenet1_0-fp32.onnx
   edgesqueeze camera --model m.tflite --source clip.mp4 --headless --max-frames 100 > frames.jsonl
   edgesqueeze camera --model m.tflite --source images/ --loop --headless --out annotated.avi
+
+autostart at boot (systemd; the unit runs these options headless, restarts on failure, JSON
+lines go to the journal: journalctl -u edgesqueeze-camera -f -o cat):
+  edgesqueeze camera --model m.tflite --source 0 --print-systemd-unit
+  sudo $(command -v edgesqueeze) camera --model m.tflite --source 0 \\
+      --install-systemd-unit /etc/systemd/system/edgesqueeze-camera.service \\
+      && sudo systemctl daemon-reload && sudo systemctl enable --now edgesqueeze-camera
 """
 
 
@@ -1061,7 +1107,11 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warn-below", type=float, default=90.0, metavar="PCT",
                    help="warn when the rolling agreement falls below this percentage (90)")
     p.add_argument("--min-comparisons", type=int, default=10, help="no warning before this many comparisons (10)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads of the INT8 model (runtime default)")
+    p.add_argument("--shadow-max-load", type=float, default=0.25, metavar="FRACTION",
+                   help="the FP32 worker rests after each run so that it is busy at most this fraction of "
+                   "one core (0.25); frames handed over while it rests are skipped")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads of the INT8 model (default: every core this process may use)")
     p.add_argument("--max-reconnects", type=int, default=10,
                    help="camera reconnect attempts without a frame before giving up (-1: forever; 10)")
     p.add_argument("--capture", choices=["auto", "thread", "direct"], default="auto",
@@ -1071,6 +1121,15 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=480, help="camera frame height to request (480)")
     p.add_argument("--fps", type=float, default=30.0,
                    help="rate of an image folder, and of --out when the source has none (30)")
+    svc = p.add_argument_group("autostart (systemd)")
+    how = svc.add_mutually_exclusive_group()
+    how.add_argument("--print-systemd-unit", action="store_true",
+                     help="print a systemd service that runs this command (headless) at boot, then exit")
+    how.add_argument("--install-systemd-unit", metavar="PATH",
+                     help="write that service to PATH (a .service file, e.g. /etc/systemd/system/"
+                     "edgesqueeze-camera.service; written whole or not at all), then exit")
+    svc.add_argument("--unit-user", metavar="USER",
+                     help="User= of the service (default: who runs this; under sudo, $SUDO_USER)")
     return p
 
 
@@ -1095,6 +1154,8 @@ def _check_args(args) -> None:
         raise OptionError(f"--warn-below {args.warn_below}: a percentage, 0 to 100")
     if args.fps <= 0:
         raise OptionError(f"--fps {args.fps}: must be positive")
+    if args.shadow_max_load is not None and not 0 < args.shadow_max_load <= 1:
+        raise OptionError(f"--shadow-max-load {args.shadow_max_load}: a fraction of one core, above 0 and at most 1")
 
 
 def _print_json(doc: dict) -> bool:
@@ -1119,12 +1180,187 @@ def _setup_logging() -> None:
         log.propagate = False
 
 
+# ---------------------------------------------------------------- autostart (systemd)
+
+
+UNIT_NAME = "edgesqueeze-camera.service"
+_UNIT_EXCLUDED = {"help", "model", "source", "headless", "fp32", "out", "print_systemd_unit",
+                  "install_systemd_unit", "unit_user"}
+_SYSTEMD_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@")
+
+
+def systemd_quote(arg: str) -> str:
+    """One ExecStart= word: as is when it has only safe characters, else double-quoted with \\
+    and " escaped. `%` (a unit specifier) is written %% and `$` (variable expansion) $$, so
+    systemd passes the text through unchanged. Control characters (a newline would end the
+    line and could add a directive) are refused."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in arg):
+        raise OptionError(f"{arg!r}: a control character (newline, tab, ...) cannot go into a systemd unit; "
+                          "rename the file or folder")
+    text = arg.replace("%", "%%").replace("$", "$$")
+    if arg and set(arg) <= _SYSTEMD_SAFE:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unit_model(option: str, path: str) -> str:
+    """The absolute path of a model file that exists and is a .tflite/.onnx model (its bytes are
+    checked as Classifier.load checks them, without loading a runtime): ModelFileError if not."""
+    from .runtime import _format_of, _read_model_bytes
+
+    p = Path(path).expanduser().absolute()
+    try:
+        _format_of(p, _read_model_bytes(p))
+    except DataError as e:
+        raise type(e)(f"{option}: {e}") from None
+    return str(p)
+
+
+def _unit_source(spec: str) -> str:
+    """A camera index, /dev/videoN, URL or picamera2 as it is; a file or folder made absolute
+    (the service starts in WorkingDirectory, not here); DataError when it does not exist."""
+    if spec == "picamera2" or spec.isdigit() or spec.startswith("/dev/video") or "://" in spec:
+        return spec
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise DataError(f"--source {spec}: no such file or folder, and not a camera index (0, 1, ...), "
+                        "/dev/videoN, a stream URL or 'picamera2'")
+    return str(p.absolute())
+
+
+def _unit_user(args) -> str:
+    import getpass
+
+    user = args.unit_user
+    if not user:
+        sudo_user = os.environ.get("SUDO_USER")
+        user = sudo_user if sudo_user and hasattr(os, "geteuid") and os.geteuid() == 0 else getpass.getuser()
+    try:
+        import pwd
+    except ImportError:  # pragma: no cover - not POSIX: no systemd either
+        return user
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise OptionError(f"--unit-user {user}: no such user on this machine; name an existing user "
+                          "(the one in the 'video' group that owns the camera)") from None
+    return user
+
+
+def unit_command(args, *, python: str | None = None) -> list[str]:
+    """The argv of the service: this Python (`sys.executable`, not resolved: in a venv it must
+    stay the venv's python) -m edgesqueeze.cli camera, absolute paths, --headless, and every
+    other option that differs from its default."""
+    _check_args(args)
+    model = args.model or _default_model()
+    if not model:
+        raise OptionError("no --model given and no export/*-int8.tflite here; pass --model PATH")
+    argv = [os.path.abspath(python or sys.executable), "-m", "edgesqueeze.cli", "camera",
+            "--model", _unit_model("--model", model), "--source", _unit_source(str(args.source)), "--headless"]
+    if args.fp32:
+        argv += ["--fp32", _unit_model("--fp32", args.fp32)]
+    if args.out:
+        out = Path(args.out).expanduser().absolute()
+        if not out.parent.is_dir():
+            raise OptionError(f"--out {args.out}: folder {out.parent} does not exist; create it first")
+        argv += ["--out", str(out)]
+    for action in configure_parser(argparse.ArgumentParser(add_help=False))._actions:
+        if action.dest in _UNIT_EXCLUDED or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        argv += [flag] if isinstance(action, argparse._StoreTrueAction) else [flag, str(value)]
+    return argv
+
+
+def systemd_unit(args, *, python: str | None = None, user: str | None = None,
+                 workdir: str | os.PathLike | None = None) -> str:
+    """A systemd service that runs `edgesqueeze camera` with these options at boot: headless
+    (one JSON line per frame on stdout -> the journal), restarted 5 s after any failure (exit 1:
+    the camera is gone; 2: it could not be opened, e.g. not yet there at boot), never given up;
+    `systemctl stop` sends SIGTERM, which ends the loop like Ctrl-C (summary, exit 0).
+    Raises ModelFileError / DataError / OptionError for a model, source or user that does not
+    exist, before anything is printed or written."""
+    argv = unit_command(args, python=python)
+    user = user or _unit_user(args)
+    workdir = Path(workdir or Path.cwd()).absolute()
+    source = argv[argv.index("--source") + 1]
+    network = "://" in source  # a stream: start once the network is up
+    for value in (user, str(workdir)):
+        systemd_quote(value)  # refuses control characters
+    exec_start = " ".join(systemd_quote(a) for a in argv)
+    lines = [
+        f"# {UNIT_NAME}: the edgesqueeze camera demo at boot.",
+        "# Written by `edgesqueeze camera ... --print-systemd-unit`. Install it with",
+        f"#   sudo cp THIS_FILE /etc/systemd/system/{UNIT_NAME}",
+        "#   sudo systemctl daemon-reload && sudo systemctl enable --now edgesqueeze-camera",
+        "# Its JSON lines (one per frame, summary last): journalctl -u edgesqueeze-camera -f -o cat",
+        "# The user needs the camera: on Raspberry Pi OS, membership of the 'video' group.",
+        "[Unit]",
+        f"Description=edgesqueeze camera demo ({Path(argv[argv.index('--model') + 1]).name} on {source})".replace(
+            "%", "%%"),
+        "After=network-online.target" if network else "After=network.target",
+        *(["Wants=network-online.target"] if network else []),
+        "# restart however often it fails (by default systemd gives up after 5 starts in 10 s)",
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={user}",
+        f"WorkingDirectory={systemd_quote(str(workdir))}",
+        "Environment=PYTHONUNBUFFERED=1",
+        f"ExecStart={exec_start}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "StandardOutput=journal",
+        "StandardError=journal",
+        "SyslogIdentifier=edgesqueeze-camera",
+        "# SIGTERM ends the loop like Ctrl-C: a summary line, exit 0 (not restarted)",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=15",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _systemd(args) -> int:
+    """--print-systemd-unit / --install-systemd-unit: the whole unit is built (and every path
+    checked) first; it is printed, or written through atomic_output (all or nothing)."""
+    target = None
+    if args.install_systemd_unit:
+        target = Path(args.install_systemd_unit).expanduser()
+        if target.suffix != ".service":
+            raise OptionError(f"--install-systemd-unit {target}: a systemd service file name must end in "
+                              f".service, e.g. /etc/systemd/system/{UNIT_NAME}")
+        from .export.files import check_output_path
+
+        check_output_path(target)  # a missing or read-only folder: say so before anything else
+    text = systemd_unit(args)
+    if target is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    from .export.files import atomic_output
+
+    with atomic_output(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    print(f"edgesqueeze camera: wrote {target}; now: sudo systemctl daemon-reload && "
+          f"sudo systemctl enable --now {target.stem}", file=sys.stderr)
+    return 0
+
+
 def run_camera(args) -> int:
     """The `edgesqueeze camera` command. 0 on a normal end (end of the video, --max-frames, q/Esc,
     Ctrl-C: all with a summary on stderr), 1 when the source failed for good."""
     import signal
 
     _check_args(args)
+    if getattr(args, "print_systemd_unit", False) or getattr(args, "install_systemd_unit", None):
+        return _systemd(args)  # nothing is opened or loaded
     _setup_logging()
     model = args.model or _default_model()
     if not model:
@@ -1153,6 +1389,7 @@ def run_camera(args) -> int:
             writer = VideoOut(args.out, fps=source.fps if isinstance(source, VideoSource) else args.fps)
         if fp32 is not None:
             shadow = ShadowTracker(fp32, every=args.shadow_every, window=args.window, warn_below=args.warn_below,
+                                   max_load=args.shadow_max_load,
                                    min_comparisons=args.min_comparisons)
         summary = run_loop(source, classifier, shadow=shadow, headless=args.headless, max_frames=args.max_frames,
                            on_frame=on_frame, display=display, writer=writer, threaded=threaded)

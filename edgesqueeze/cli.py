@@ -6,6 +6,7 @@
     edgesqueeze eval --split eval --models A.tflite B.onnx   FP32 vs exported files (deployed path)
     edgesqueeze classify MODEL IMG... [--top-k 5] [--json]  top-k classes with an exported file
     edgesqueeze bench MODEL... [--threads 1 4] [--runs 100]  inference time, side by side
+    edgesqueeze pack MODEL [-o OUT]   a checked, compressed update bundle (MODEL.esq) that classify loads
     edgesqueeze camera --model M.tflite --source 0 [--headless] [--fp32 F.onnx]  the live demo
 
 Every user error is one line on stderr and exit code 2; no traceback.
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import EdgeSqueezeError
-from .sysinfo import cpu_model
+from .sysinfo import cpu_model, usable_cores
 
 EXAMPLES = """examples:
   edgesqueeze info
@@ -386,6 +387,17 @@ def cmd_classify(args) -> int:
 
 
 _RSS_CHILD = """
+def cmd_pack(args) -> int:
+    """Write the update bundle of one model file (edgesqueeze.bundle): atomic, verified."""
+    from .bundle import pack
+
+    info = pack(args.model, args.out)
+    print(f"{args.model}: {info.model_bytes:,} bytes")
+    print(f"{info.path}: {info.bundle_bytes:,} bytes ({100 * info.ratio:.1f} % of the model, codec {info.codec})")
+    print(f"sha256 of {info.name}: {info.sha256}")
+    return 0
+
+
 import resource, sys
 import numpy as np
 from edgesqueeze.runtime import Classifier
@@ -448,7 +460,7 @@ def cmd_bench(args) -> int:
     from .metrics import format_table
     from .runtime import Classifier
 
-    threads = list(dict.fromkeys(args.threads or [1, os.cpu_count() or 1]))
+    threads = list(dict.fromkeys(args.threads or [1, usable_cores()]))  # as Classifier.load's default
     models = [Path(m) for m in args.models]
     runs = [(m, t, Classifier.load(m, threads=t)) for t in threads for m in models]  # every file checked first
     frame, image = _bench_image()
@@ -482,7 +494,8 @@ def cmd_bench(args) -> int:
     versions = {}
     for _, _, clf in runs:
         versions.setdefault(clf.backend.value, clf.runtime_version)
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); numpy {np.__version__}; "
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores, {usable_cores()} usable by this process); "
+          f"numpy {np.__version__}; "
           + ", ".join(f"{b} {v}" for b, v in versions.items()))
     print(f"input: {image if image else 'synthetic 400x300 image'}; {args.runs} timed runs per row after "
           f"{args.warmup} warm-up, rows interleaved in rounds of {block}; threads: {', '.join(map(str, threads))}")
@@ -503,7 +516,8 @@ def cmd_bench(args) -> int:
         print("peak RSS: of a separate process that loads only that model and classifies "
               f"{max(1, args.warmup)} frames (Python, numpy, OpenCV and the runtime included)")
     if args.report:
-        _write_json(args.report, {"cpu": cpu_model(), "cores": os.cpu_count(), "runtimes": versions,
+        _write_json(args.report, {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
+                                  "runtimes": versions,
                                   "image": str(image) if image else "synthetic", "runs": args.runs,
                                   "warmup": args.warmup, "results": report})
         print(f"report: {args.report}")
@@ -636,6 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    pk = sub.add_parser("pack", help="compress a .tflite/.onnx file into a checked update bundle (.esq)")
+    pk.add_argument("model", help="a .onnx or .tflite file written by `edgesqueeze quantize`")
+    pk.add_argument("-o", "--out", default=None, help="the bundle to write (default: MODEL.esq); never the model itself")
+    pk.set_defaults(func=cmd_pack)
     try:
         return args.func(args)
     except EdgeSqueezeError as e:

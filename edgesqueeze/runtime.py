@@ -11,7 +11,8 @@ of `classify` are their softmax.
 
 Backends, chosen from the file: a .onnx file runs in onnxruntime (`pip install
 'edgesqueeze[onnx]'`), a .tflite file in LiteRT (`ai-edge-litert`, `pip install
-'edgesqueeze[tflite]'`), else in the older `tflite-runtime` (2.14, numpy < 2 only). An ONNX file
+'edgesqueeze[tflite]'`), else in the older `tflite-runtime` (2.14, numpy < 2 only: `pip install
+'edgesqueeze[legacy]'`; the order is `TFLITE_FALLBACK_ORDER`). An ONNX file
 exported for the ARM target (int8 activations) is run with onnxruntime's
 "session.qdqisint8allowed" = 1, so its convs are integer kernels on every CPU (see
 `export.onnx.session_config`; this module does not import the writer).
@@ -25,6 +26,7 @@ naming the file and the fix.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import struct
@@ -118,6 +120,17 @@ def get_classes(scores_row: np.ndarray, labels: Sequence[str], top_k: int = 5) -
 
 _TFLITE_TYPE_SIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 0, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
                      13: 0, 14: 0, 15: 4, 16: 4, 17: 1, 18: 0, 19: 0, 20: 2}  # schema.fbs TensorType
+# Zero points a tensor type can hold (LiteRT keeps them as int32). LiteRT does not check them:
+# an int8 activation with zero point 128 made it segfault while loading (a byte overwrite found
+# by tests/test_hardening.py), so they are checked before it sees the file.
+# schema.fbs TensorType: 9 INT8, 3 UINT8, 7 INT16, 16 UINT16, 17 INT4; others: int32
+_TFLITE_ZERO_POINT_RANGE = {9: (-128, 127), 3: (0, 255), 7: (-32768, 32767), 16: (0, 65535), 17: (-8, 7)}
+_INT32_RANGE = (-2**31, 2**31 - 1)
+# The only operator inputs that may be absent (-1): the bias of CONV_2D, DEPTHWISE_CONV_2D and
+# FULLY_CONNECTED. On a CONCATENATION whose first input was -1 LiteRT reads out of bounds
+# (a segfault or an error, depending on the heap; found by tests/test_hardening.py);
+# edgesqueeze's writers never leave an input out.
+_TFLITE_OPTIONAL_INPUTS = {3: {2}, 4: {2}, 9: {2}}  # builtin code -> input positions
 _MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
           b"BM": "a BMP image", b"PK\x03\x04": "a zip archive", b"\x1f\x8b": "a gzip file",
           b"%PDF": "a PDF document", b"\x7fELF": "an executable"}
@@ -138,8 +151,9 @@ def check_tflite_bytes(buf: bytes) -> None:
 
     Walks: the root Model (schema version 3), operator codes, buffers (data inside the file),
     each subgraph's tensors (shape, type, buffer index, constant data size = shape x element
-    size, quantization vectors), inputs/outputs and operators (opcode index, tensor indices),
-    and the metadata entries."""
+    size, quantization vectors: positive finite scales, zero points in the type's range),
+    inputs/outputs and operators (opcode index, tensor indices, every input either constant or
+    written by the graph), and the metadata entries."""
     if len(buf) < 8 or bytes(buf[4:8]) != FILE_IDENTIFIER:
         raise FlatbufferError("no 'TFL3' file identifier at bytes 4..8")
     r = _Reader(buf)
@@ -167,11 +181,13 @@ def check_tflite_bytes(buf: bytes) -> None:
     if version != SCHEMA_VERSION:
         raise FlatbufferError(f"schema version {version}, expected {SCHEMA_VERSION}")
     oc_start, n_codes = vec(model, 1, 4)
+    builtin = []
     for i in range(n_codes):
         oc = r.table_at(oc_start, i)
         vec(oc, 1, 1)  # custom_code
         if scalar(oc, 2, "<i", 1) < 1:
             raise FlatbufferError(f"operator code {i} has version < 1")
+        builtin.append(max(scalar(oc, 0, "<b"), scalar(oc, 3, "<i")))  # schema.fbs: the larger of the two
     b_start, n_buffers = vec(model, 4, 4)
     if n_buffers < 1:
         raise FlatbufferError("no buffers")
@@ -189,6 +205,7 @@ def check_tflite_bytes(buf: bytes) -> None:
     for s in range(n_sub):
         sg = r.table_at(sg_start, s)
         t_start, n_tensors = vec(sg, 0, 4)
+        has_data = []  # per tensor: constant data, or a variable (state) tensor
         for t in range(n_tensors):
             tt = r.table_at(t_start, t)
             shape = ints(tt, 0)
@@ -200,7 +217,12 @@ def check_tflite_bytes(buf: bytes) -> None:
             bi = scalar(tt, 2, "<I")
             if bi >= n_buffers:
                 raise FlatbufferError(f"tensor {t}: buffer {bi} out of range ({n_buffers} buffers)")
-            vec(tt, 3, 1)  # name
+            n0, n_len = vec(tt, 3, 1)  # name: LiteRT's get_input_details raises UnicodeDecodeError on bad UTF-8
+            try:
+                bytes(r.buf[n0:n0 + n_len]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise FlatbufferError(f"tensor {t}: its name is not UTF-8 text") from None
+            has_data.append(bool(bi and sizes[bi]) or bool(scalar(tt, 5, "<b")))
             item = _TFLITE_TYPE_SIZE[ttype]
             if bi and sizes[bi] and item:
                 want = item * int(np.prod(shape, dtype=np.int64))
@@ -212,33 +234,51 @@ def check_tflite_bytes(buf: bytes) -> None:
                 _, n_min = vec(q, 0, 4)
                 _, n_max = vec(q, 1, 4)
                 s0, n_scale = vec(q, 2, 4)
-                _, n_zp = vec(q, 3, 8)
+                z0, n_zp = vec(q, 3, 8)
                 qdim = scalar(q, 6, "<i")
                 if n_scale != n_zp and n_zp:
                     raise FlatbufferError(f"tensor {t}: {n_scale} scales but {n_zp} zero points")
+                lo, hi = _TFLITE_ZERO_POINT_RANGE.get(ttype, _INT32_RANGE)
+                for k in range(n_zp):
+                    z = r._unpack("<q", z0 + 8 * k)
+                    if not lo <= z <= hi:
+                        raise FlatbufferError(f"tensor {t}: zero point {z} outside [{lo}, {hi}], the range of its type")
                 if n_scale > 1 and not (0 <= qdim < len(shape) and shape[qdim] == n_scale):
                     raise FlatbufferError(f"tensor {t}: {n_scale} per-channel scales along axis {qdim} of {shape}")
                 for k in range(n_scale):
                     v = r._unpack("<f", s0 + 4 * k)
                     if not (np.isfinite(v) and v > 0):
                         raise FlatbufferError(f"tensor {t}: quantization scale {v} is not positive and finite")
+        written = set()  # the subgraph's inputs and every operator output
         for name, idx in (("input", 1), ("output", 2)):
             for i in ints(sg, idx):
                 if not 0 <= i < n_tensors:
                     raise FlatbufferError(f"subgraph {s}: {name} tensor {i} out of range ({n_tensors} tensors)")
+                if idx == 1:
+                    written.add(i)
         op_start, n_ops = vec(sg, 3, 4)
+        reads = []
         for k in range(n_ops):
             op = r.table_at(op_start, k)
             code = scalar(op, 0, "<I")
             if code >= n_codes:
                 raise FlatbufferError(f"operator {k}: opcode index {code} out of range ({n_codes} codes)")
-            for i in ints(op, 1) + ints(op, 2) + ints(op, 6):  # inputs, outputs, intermediates
+            op_in, op_out = ints(op, 1), ints(op, 2)
+            for i in op_in + op_out + ints(op, 6):  # inputs, outputs, intermediates
                 if not -1 <= i < n_tensors:
                     raise FlatbufferError(f"operator {k}: tensor {i} out of range ({n_tensors} tensors)")
+            optional = _TFLITE_OPTIONAL_INPUTS.get(builtin[code], set())
+            if any(i == -1 and j not in optional for j, i in enumerate(op_in)) or -1 in op_out:
+                raise FlatbufferError(f"operator {k}: a required input or output is absent (-1)")
+            reads += [(k, i) for i in op_in if i >= 0]
+            written.update(op_out)
             opt = r.field(op, 4)
             if opt is not None:
                 r.indirect(opt)
             vec(op, 5, 1)  # custom options
+        for k, i in reads:  # else LiteRT fails at invoke ("Input tensor 53 lacks data"), not at load
+            if not has_data[i] and i not in written:
+                raise FlatbufferError(f"operator {k}: input tensor {i} has no data and nothing writes it")
     read_metadata_entries(buf)  # the metadata list and its buffers
 
 
@@ -249,7 +289,7 @@ def _not_a_model(path: Path, data: bytes, fmt: str, detail: str) -> ModelFileErr
                           "`edgesqueeze quantize` or copy the file again (it may be truncated or corrupt)")
 
 
-def _read_model_bytes(path: Path) -> bytes:
+def _read_file_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; give a .onnx or .tflite model file")
     if not path.is_file():
@@ -262,6 +302,24 @@ def _read_model_bytes(path: Path) -> bytes:
     if not data:
         raise ModelFileError(f"{path}: the file is empty (0 bytes); re-export it or copy it again")
     return data
+
+
+def _read_model_file(path: Path) -> tuple[bytes, dict | None]:
+    """(model bytes, None), or for an update bundle (`edgesqueeze pack`, told by its magic bytes
+    or its .esq suffix) the verified unpacked model and {name, bundle_bytes, model_bytes, sha256}."""
+    data = _read_file_bytes(path)
+    from . import bundle  # numpy + stdlib; imported here because it imports this module
+
+    if not (bundle.is_bundle(data) or path.suffix.lower() in bundle.BUNDLE_SUFFIXES):
+        return data, None
+    name, model = bundle.unpack_bytes(data, source=str(path))
+    return model, {"name": name, "bundle_bytes": len(data), "model_bytes": len(model),
+                   "sha256": hashlib.sha256(model).hexdigest()}
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    """The model's bytes (a bundle verified and unpacked in memory); ModelFileError if unusable."""
+    return _read_model_file(path)[0]
 
 
 def _format_of(path: Path, data: bytes) -> str:
@@ -356,22 +414,42 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+# LiteRT first: it is maintained and runs int8 on XNNPACK; tflite-runtime 2.14 (the last
+# release, numpy < 2 only) is the fallback for a board set up with the `legacy` extra.
+TFLITE_FALLBACK_ORDER = (Backend.LITERT, Backend.TFLITE_RUNTIME)
+TFLITE_INSTALL_HINT = ("pip install 'edgesqueeze[tflite]' (LiteRT), or on Python <= 3.11 the older runtime: "
+                       "pip install 'edgesqueeze[legacy]' (tflite-runtime 2.14.0, numpy<2, OpenCV<4.12)")
+
+
 def _import_tflite(backend: Backend | None):
-    """(Backend, Interpreter class, version) of the first TFLite runtime that imports:
-    LiteRT, then tflite-runtime (or only the one asked for)."""
-    for b in [backend] if backend is not None else [Backend.LITERT, Backend.TFLITE_RUNTIME]:
+    """(Backend, Interpreter class, version) of the first TFLite runtime that imports, in
+    TFLITE_FALLBACK_ORDER (or only the one asked for). A runtime that is installed but fails to
+    import (tflite-runtime under numpy 2) is named in the error with its reason."""
+    broken = []
+    for b in [backend] if backend is not None else TFLITE_FALLBACK_ORDER:
+        top = "ai_edge_litert" if b is Backend.LITERT else "tflite_runtime"
         try:
             if b is Backend.LITERT:
                 from ai_edge_litert.interpreter import Interpreter
             else:
                 from tflite_runtime.interpreter import Interpreter
-        except ImportError:
+        except ImportError as e:
+            if (e.name or "").split(".")[0] != top:  # present, but something it imports failed
+                broken.append(f"{b.value} is installed but does not import ({_short(e, 200)})")
             continue
         return b, Interpreter, _dist_version(b.value)
+    why = "; ".join(broken)
+    if broken and int(np.__version__.split(".")[0]) >= 2:
+        why += f" (numpy is {np.__version__}; tflite-runtime needs numpy<2)"
+    why = f": {why}" if why else ""
     if backend is Backend.TFLITE_RUNTIME:
-        raise ImportError("tflite_runtime is not installed: pip install tflite-runtime (it needs numpy<2), "
-                          "or use LiteRT: pip install 'edgesqueeze[tflite]'")
-    raise missing_extra("a TFLite runtime (ai-edge-litert, or tflite-runtime with numpy<2)", "tflite")
+        raise ImportError(f"tflite_runtime cannot be used{why or ': it is not installed'}; pip install "
+                          "'edgesqueeze[legacy]' (tflite-runtime 2.14.0 with numpy<2, Python <= 3.11), or use "
+                          "LiteRT: pip install 'edgesqueeze[tflite]'")
+    if backend is Backend.LITERT and not broken:
+        raise missing_extra("ai-edge-litert", "tflite")
+    tried = ", ".join(b.value for b in ([backend] if backend else TFLITE_FALLBACK_ORDER))
+    raise ImportError(f"no TFLite runtime could be imported (tried {tried}){why}; " + TFLITE_INSTALL_HINT)
 
 
 def _dist_version(dist: str) -> str:
@@ -382,7 +460,11 @@ def _dist_version(dist: str) -> str:
 
 
 def _default_threads() -> int:
-    return os.cpu_count() or 1
+    """The cores this process may run on: its CPU affinity where the OS has one (a container or
+    `taskset` can allow fewer than os.cpu_count()), else os.cpu_count(). 4 on a Pi 4/5."""
+    from .sysinfo import usable_cores
+
+    return usable_cores()
 
 
 def _check_threads(threads) -> int:
@@ -426,21 +508,26 @@ class Classifier:
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
              backend: Backend | str | None = None) -> "Classifier":
         """Open a .onnx or .tflite file written by edgesqueeze (format from its bytes, then its
-        suffix). threads=None: every core (os.cpu_count()). Raises ModelFileError for a file
+        suffix), or its update bundle from `edgesqueeze pack` (checked, unpacked in memory;
+        `info["bundle"]` then says what was in it). threads=None: every core this process may use (`_default_threads`). Raises ModelFileError for a file
         that is not a usable model, ImportError naming the pip command for a missing runtime,
         OptionError for a bad `threads`/`backend`."""
         path = Path(path)
         threads = _check_threads(threads)
         backend = _as_backend(backend)
-        data = _read_model_bytes(path)
-        fmt = _format_of(path, data)
+        data, bundle = _read_model_file(path)  # an update bundle (.esq) is unpacked in memory
+        fmt = _format_of(path if bundle is None else Path(f"{path}:{bundle['name']}"), data)  # member's suffix
         if fmt == "tflite":
             if backend is Backend.ONNXRUNTIME:
                 raise OptionError(f"{path} is a TFLite file; backend onnxruntime runs .onnx files only")
-            return cls._load_tflite(path, data, threads, backend)
-        if backend not in (None, Backend.ONNXRUNTIME):
-            raise OptionError(f"{path} is an ONNX file; backend {backend.value} runs .tflite files only")
-        return cls._load_onnx(path, data, threads)
+            clf = cls._load_tflite(path, data, threads, backend)
+        else:
+            if backend not in (None, Backend.ONNXRUNTIME):
+                raise OptionError(f"{path} is an ONNX file; backend {backend.value} runs .tflite files only")
+            clf = cls._load_onnx(path, data, threads)
+        if bundle is not None:
+            clf.info["bundle"] = bundle
+        return clf
 
     @classmethod
     def _load_onnx(cls, path: Path, data: bytes, threads: int) -> "Classifier":
@@ -506,13 +593,13 @@ class Classifier:
         except Exception as e:  # noqa: BLE001 - ValueError / RuntimeError from the interpreter
             hint = ""
             if backend is Backend.TFLITE_RUNTIME and int(np.__version__.split(".")[0]) >= 2:
-                hint = (f" (tflite-runtime does not work with numpy {np.__version__}: install numpy<2, or use "
-                        "LiteRT: pip install 'edgesqueeze[tflite]')")
+                hint = (f" (tflite-runtime does not work with numpy {np.__version__}: pip install "
+                        "'edgesqueeze[legacy]' pins numpy<2; or use LiteRT: pip install 'edgesqueeze[tflite]')")
             raise ModelFileError(f"{path}: {backend.value} cannot load it: {_short(e)}{hint}") from None
         ins, outs = interp.get_input_details(), interp.get_output_details()
         s = metadata.input_size
         if len(ins) != 1 or ins[0]["dtype"] != np.uint8 or list(ins[0]["shape"]) != [1, s, s, 3]:
-            got = ", ".join(f"{d['name']} {np.dtype(d['dtype']).name} {list(d['shape'])}" for d in ins)
+            got = ", ".join(f"{d['name']} {np.dtype(d['dtype']).name} {[int(v) for v in d['shape']]}" for d in ins)
             raise ModelFileError(f"{path}: input is {got}, not uint8 [1, {s}, {s}, 3] as its metadata says; "
                                  "re-export it with `edgesqueeze quantize`")
         if not outs or outs[0]["dtype"] != np.float32 or len(outs[0]["shape"]) != 2:
@@ -559,12 +646,24 @@ class Classifier:
         `last_inference_ms` is the time of the model runs (all N images)."""
         x = self._check_pixels(pixels)
         t0 = time.perf_counter()
-        if self._batch_fixed and len(x) > 1:
-            out = np.concatenate([self._run(x[i:i + 1]) for i in range(len(x))])
-        else:
-            out = self._run(x)
+        try:
+            if self._batch_fixed and len(x) > 1:
+                out = np.concatenate([self._run(x[i:i + 1]) for i in range(len(x))])
+            else:
+                out = self._run(x)
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime's Fail/InvalidArgument, LiteRT's RuntimeError
+            # a corrupt file can load and still fail here (a conv whose weight shape was
+            # altered, found by tests/test_hardening.py): name the file, not the kernel only
+            raise ModelFileError(f"{self.path}: {self.backend.value} cannot run it: {_short(e)}; the file is "
+                                 "corrupt or was not written by edgesqueeze: re-export it or copy it again") from None
         self.last_inference_ms = (time.perf_counter() - t0) * 1000.0
-        return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+        out = np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+        if not np.isfinite(out).all():  # valid files give finite logits for every uint8 input
+            raise ModelFileError(f"{self.path}: the model gives non-finite logits (NaN or inf), so a scale or "
+                                 "weight in the file is corrupt; re-export it or copy it again")
+        return out
 
     def classify(self, frame_bgr: np.ndarray, top_k: int = 5) -> list[Class]:
         """The top_k classes of one BGR frame, best first, with softmax scores."""

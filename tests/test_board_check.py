@@ -54,3 +54,21 @@ def test_missing_model_is_a_usage_error(bc, tmp_path):
     with pytest.raises(SystemExit) as e:
         bc.main(["--models", str(tmp_path / "nope.tflite"), "--skip-setup"])
     assert e.value.code == 2
+
+
+def test_legacy_takes_tflite_files_only(bc, tmp_path):
+    onnx = tmp_path / "m-int8.onnx"
+    onnx.write_bytes(b"x")
+    with pytest.raises(SystemExit) as e:
+        bc.main(["--models", str(onnx), "--skip-setup", "--legacy"])
+    assert e.value.code == 2
+
+
+def test_reference_path_and_compare_logits(bc):
+    assert bc.reference_path(Path("/x/export/squeezenet1_0-affine-int8.tflite")) == \
+        bc.ROOT / "calib" / "squeezenet1_0-affine.json"
+    a = np.array([[1.0, 2.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 5.0]], np.float32)
+    b = a.copy()
+    b[1] = [1.0, 3.0, 0.0]  # top-1 changes
+    b[2, 2] = 5.25  # same top-1, not bit-identical
+    assert bc.compare_logits(a, b) == {"identical_top1": 2, "identical_logits": 1, "max_abs_logit_diff": 2.0}

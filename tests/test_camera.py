@@ -20,7 +20,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from edgesqueeze import camera as C  # noqa: E402
-from edgesqueeze.errors import DataError  # noqa: E402
+from edgesqueeze.errors import DataError, OptionError  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 FRAME_FIELDS = {"frame", "seq", "top3", "infer_ms", "total_ms", "fps", "age_ms", "agreement", "comparisons",
@@ -414,6 +414,65 @@ def test_slow_shadow_never_slows_the_loop():
     assert summary.median_frame_ms < baseline.median_frame_ms + 2.0
 
 
+def test_shadow_rests_to_keep_its_duty_cycle():
+    """max_load 0.25: after a 1 s run the worker takes no frame for 3 s; frames offered while it
+    rests are skipped and counted as rate-limited, frames offered while it is busy as skipped."""
+    now = [0.0]
+    t = C.ShadowTracker(FakeClassifier(), every=1, max_load=0.25, clock=lambda: now[0], start=False)
+    assert t.rest_after(10.0, 11.0) == pytest.approx(3.0)
+    now[0] = 13.9
+    assert not t.submit(0, synthetic_frame(0), 0) and (t.skipped, t.rate_limited) == (1, 1)
+    now[0] = 14.0
+    assert t.submit(1, synthetic_frame(1), 0)  # rested: taken
+    assert not t.submit(2, synthetic_frame(2), 0)  # busy (not started): skipped, not rate-limited
+    assert (t.skipped, t.rate_limited, t.submitted) == (2, 1, 1)
+    assert C.ShadowTracker(FakeClassifier(), max_load=None, start=False).rest_after(0.0, 5.0) == 0.0
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(OptionError, match="shadow-max-load"):
+            C.ShadowTracker(FakeClassifier(), max_load=bad, start=False)
+
+
+def test_shadow_busy_at_most_max_load_of_the_time():
+    """A 20 ms FP32 model offered every frame of a 5 ms loop: with max_load 0.25 each comparison
+    costs at least 80 ms of wall time (20 ms run + 60 ms rest), so the count is bounded by the
+    elapsed time; without the cap the worker runs back to back."""
+    fp32_s = 0.02
+    t0 = time.perf_counter()
+    capped = C.ShadowTracker(FakeClassifier(fp32_s), every=1, max_load=0.25)
+    summary, _ = run_collect(ScriptedSource(60), FakeClassifier(0.005), shadow=capped)
+    capped.close()
+    elapsed = time.perf_counter() - t0
+    assert summary.frames == 60 and capped.rate_limited > 0 and capped.errors == 0
+    assert 1 <= capped.comparisons <= elapsed / (fp32_s / 0.25) + 1, (capped.comparisons, elapsed)
+    free = C.ShadowTracker(FakeClassifier(fp32_s), every=1, max_load=None)
+    summary_free, _ = run_collect(ScriptedSource(60), FakeClassifier(0.005), shadow=free)
+    free.close()
+    assert free.rate_limited == 0 and free.comparisons > capped.comparisons
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux behaviour")
+def test_lower_thread_priority_changes_only_the_calling_thread():
+    import os
+    import threading
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def worker():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["ok"] = C.lower_thread_priority(5)
+        seen["change"] = (before, os.getpriority(os.PRIO_PROCESS, tid))
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    before, after = seen["change"]
+    assert seen["ok"] is True and after == min(before + 5, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+    assert C.lower_thread_priority(0) is False
+
+
 # ---------------------------------------------------------------- reconnect
 
 
@@ -569,6 +628,26 @@ def test_run_camera_headless_prints_json_lines_and_summary(video, monkeypatch, c
     assert lines[-1]["comparisons"] >= 1 and lines[-1]["agreement"] == 100.0
     assert "20 frames processed" in err and "Traceback" not in err
     assert rt.loaded == [("int8.tflite", None), ("fp32.onnx", 1)]  # the shadow runs single-threaded
+
+
+def test_run_camera_caps_the_shadow_load(video, monkeypatch, capsys):
+    made = []
+
+    class Recording(C.ShadowTracker):
+        def __init__(self, *a, **kw):
+            made.append(kw)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setitem(sys.modules, "edgesqueeze.runtime", FakeRuntime())
+    monkeypatch.setattr(C, "ShadowTracker", Recording)
+    assert C.run_camera(camera_args(model="m.tflite", fp32="f.onnx", source=video, headless=True, max_frames=3)) == 0
+    assert C.run_camera(camera_args(model="m.tflite", fp32="f.onnx", source=video, headless=True, max_frames=3,
+                                    shadow_max_load=0.5)) == 0
+    assert [kw["max_load"] for kw in made] == [0.25, 0.5]  # the command's default caps it
+    capsys.readouterr()
+    for bad in (0, 2):
+        with pytest.raises(OptionError, match="shadow-max-load"):
+            C.run_camera(camera_args(model="m", source=video, headless=True, shadow_max_load=bad))
 
 
 def test_run_camera_ctrl_c_exits_cleanly(video, monkeypatch, capsys):

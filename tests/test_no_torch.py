@@ -6,7 +6,7 @@ import sys
 BOARD_MODULES = ["edgesqueeze", "edgesqueeze.arch", "edgesqueeze.graph", "edgesqueeze.data",
                  "edgesqueeze.metrics", "edgesqueeze.metadata", "edgesqueeze.weights",
                  "edgesqueeze.weights.deep_compression", "edgesqueeze.weights.caffe",
-                 "edgesqueeze.cli", "edgesqueeze.runtime", "edgesqueeze.camera",
+                 "edgesqueeze.cli", "edgesqueeze.runtime", "edgesqueeze.bundle", "edgesqueeze.camera",
                  "edgesqueeze.quant.reference", "edgesqueeze.quant.quantize"]
 
 

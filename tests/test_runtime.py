@@ -135,9 +135,15 @@ def test_content_decides_over_suffix(tiny, tmp_path, pixels):
     assert Classifier.load(p, threads=1).backend is Backend.ONNXRUNTIME
 
 
-def test_threads_default_to_every_core(tiny):
-    assert Classifier.load(tiny[3]["int8.tflite"]).threads == os.cpu_count()
-    assert Classifier.load(tiny[3]["int8-x86.onnx"]).threads == os.cpu_count()
+def test_threads_default_to_every_core(tiny, monkeypatch):
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert Classifier.load(tiny[3]["int8.tflite"]).threads == usable
+    assert Classifier.load(tiny[3]["int8-x86.onnx"]).threads == usable
+    if hasattr(os, "sched_getaffinity"):  # a process allowed 3 cores (taskset, a container) uses 3
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        assert Classifier.load(tiny[3]["int8.tflite"]).threads == 3
+        monkeypatch.delattr(os, "sched_getaffinity")  # no affinity API (macOS): every core
+    assert Classifier.load(tiny[3]["int8.tflite"]).threads == (os.cpu_count() or 1)
     assert Classifier.load(tiny[3]["int8.tflite"], threads=2).threads == 2
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(OptionError, match="threads"):
@@ -444,10 +450,54 @@ def test_missing_onnxruntime_names_the_extra(tiny, monkeypatch):
 def test_missing_tflite_runtimes_name_the_extra(tiny, monkeypatch):
     for mod in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
         monkeypatch.setitem(sys.modules, mod, None)
-    with pytest.raises(ImportError, match=r"pip install 'edgesqueeze\[tflite\]'"):
+    with pytest.raises(ImportError) as e:
         Classifier.load(tiny[3]["int8.tflite"])
-    with pytest.raises(ImportError, match="tflite-runtime"):
+    msg = str(e.value)  # both ways out: LiteRT, or the legacy runtime
+    assert "pip install 'edgesqueeze[tflite]'" in msg and "pip install 'edgesqueeze[legacy]'" in msg
+    assert "tried ai-edge-litert, tflite-runtime" in msg  # the fallback order
+    with pytest.raises(ImportError, match=r"tflite_runtime .*pip install 'edgesqueeze\[legacy\]'"):
         Classifier.load(tiny[3]["int8.tflite"], backend="tflite-runtime")
+    with pytest.raises(ImportError, match=r"pip install 'edgesqueeze\[tflite\]'"):
+        Classifier.load(tiny[3]["int8.tflite"], backend="ai-edge-litert")
+
+
+def test_tflite_fallback_order_is_litert_first(tiny, monkeypatch):
+    from edgesqueeze.runtime import TFLITE_FALLBACK_ORDER
+
+    assert TFLITE_FALLBACK_ORDER == (Backend.LITERT, Backend.TFLITE_RUNTIME)
+    fake = types.ModuleType("tflite_runtime.interpreter")
+    fake.Interpreter = None  # would fail if it were used: LiteRT is installed and comes first
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
+    assert Classifier.load(tiny[3]["int8.tflite"], threads=1).backend is Backend.LITERT
+
+
+def test_installed_but_broken_tflite_runtime_is_named(tiny, monkeypatch, tmp_path):
+    """tflite-runtime under numpy 2 fails inside its own import: the error says so, not "not
+    installed"."""
+    pkg = tmp_path / "tflite_runtime"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "interpreter.py").write_text("raise ImportError('numpy.core.multiarray failed to import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for mod in ("tflite_runtime", "tflite_runtime.interpreter"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ImportError) as e:
+        Classifier.load(tiny[3]["int8.tflite"])
+    msg = str(e.value)
+    assert "tflite-runtime is installed but does not import (numpy.core.multiarray failed to import)" in msg
+    assert "edgesqueeze[legacy]" in msg and "edgesqueeze[tflite]" in msg
+
+
+def test_legacy_extra_pins_what_tflite_runtime_needs():
+    tomllib = pytest.importorskip("tomllib")
+    doc = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    legacy = {r.split("=")[0].split("<")[0].split(">")[0]: r for r in doc["project"]["optional-dependencies"]["legacy"]}
+    assert legacy["tflite-runtime"] == "tflite-runtime==2.14.0"  # the last release
+    assert "<2" in legacy["numpy"]  # its C extension is built against numpy 1.x
+    assert "<4.12" in legacy["opencv-python-headless"]  # OpenCV 4.12+ requires numpy >= 2
+    assert not any(name in legacy for name in ("torch", "ai-edge-litert", "onnxruntime"))
 
 
 def test_falls_back_to_tflite_runtime_without_litert(tiny, monkeypatch, pixels):
@@ -559,6 +609,10 @@ def test_cli_bench_prints_a_table(tiny, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "median ms" in out and "p90 ms" in out and "FPS" in out and "peak RSS" in out
     assert "int8.tflite" in out and "int8-x86.onnx" in out and "CPU:" in out
+    from edgesqueeze.sysinfo import cpu_model, usable_cores
+
+    assert f"CPU: {cpu_model()} " in out and f"{usable_cores()} usable by this process" in out
+    assert "threads: 1" in out  # the thread count each row ran with
     assert "ai-edge-litert" in out and "onnxruntime" in out
     doc = json.loads(report.read_text())
     assert [r["threads"] for r in doc["results"]] == [1, 1]
@@ -566,6 +620,18 @@ def test_cli_bench_prints_a_table(tiny, capsys, tmp_path):
         assert 0 < r["median_ms"] <= r["p90_ms"] and r["fps"] == pytest.approx(1000 / r["median_ms"])
         assert r["bytes"] == Path(r["file"]).stat().st_size
         assert r["peak_rss_kb"] and 10_000 < r["peak_rss_kb"] < 4_000_000
+
+
+def test_cli_bench_default_threads_are_one_and_every_usable_core(tiny, capsys, tmp_path, monkeypatch):
+    import edgesqueeze.cli as cli
+
+    monkeypatch.setattr(cli, "usable_cores", lambda: 3)
+    report = tmp_path / "bench.json"
+    assert main(["bench", str(tiny[3]["int8.tflite"]), "--runs", "2", "--warmup", "0", "--no-rss",
+                 "--report", str(report)]) == 0
+    assert "threads: 1, 3" in capsys.readouterr().out
+    doc = json.loads(report.read_text())
+    assert [r["threads"] for r in doc["results"]] == [1, 3] and doc["usable_cores"] == 3
 
 
 def test_cli_bench_rejects_bad_options(tiny, capsys):
