@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -43,13 +44,16 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def make_video(path: Path, frames: int, size=(640, 480)) -> Path:
+def make_video(path: Path, frames: int, size=(640, 480), items=None) -> Path:
+    """An MJPG .avi of `frames` frames: `items` (LabelledImage; default: the shared sample)
+    resized to `size`, cycled."""
     import cv2
 
     from edgesqueeze.data import load_image, read_labels_csv
     from edgesqueeze.paths import default_labels_csv
 
-    items = read_labels_csv(default_labels_csv())
+    if items is None:
+        items = read_labels_csv(default_labels_csv())
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, size)
     if not w.isOpened():
         sys.exit(f"cannot write {path}")
@@ -68,6 +72,51 @@ def run(video: Path, clf, fp32, *, frames: int, every: int, threaded: bool, loop
     if shadow is not None:
         shadow.close()
     return s
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """One timed run of the demo loop (capture excluded)."""
+
+    name: str
+    frames: int
+    median_infer_ms: float
+    median_frame_ms: float  # per-frame work of the loop
+    median_extra_ms: float  # median over frames of (per-frame - inference) ms
+    fps: float
+    dropped: int
+    agreement: float | None  # FP32 shadow's top-1 agreement, percent
+    comparisons: int
+    shadow_median_ms: float | None
+
+    @property
+    def ratio(self) -> float:
+        """Median per-frame time over median inference time (the target's measure)."""
+        return self.median_frame_ms / self.median_infer_ms
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def measure_overhead(video: Path, clf, configs, *, frames: int, every: int = 10, warmup_frames: int = 20,
+                     verbose: bool = False) -> list[Overhead]:
+    """Time the loop once per config (name, FP32 shadow Classifier or None, capture thread?) on
+    `video`, after `warmup_frames` untimed frames."""
+    import numpy as np
+
+    from edgesqueeze.camera import format_summary
+
+    run(video, clf, None, frames=warmup_frames, every=every, threaded=False)  # warm-up
+    out = []
+    for name, shadow_model, threaded in configs:
+        extra: list[float] = []
+        s = run(video, clf, shadow_model, frames=frames, every=every, threaded=threaded,
+                on_frame=lambda r: extra.append(r.total_ms - r.infer_ms))
+        out.append(Overhead(name, s.frames, s.median_infer_ms, s.median_frame_ms, float(np.median(extra)), s.fps,
+                            s.dropped, s.agreement, s.comparisons, s.shadow_median_ms))
+        if verbose:
+            print(f"  {name}: {format_summary(s)}", file=sys.stderr)
+    return out
 
 
 def soak_in_child(args, video: Path, shadow_path: str | None) -> dict:
@@ -123,9 +172,6 @@ def main(argv=None) -> int:
         return soak_child(args)
 
     rss_start = rss_mb()
-    import numpy as np
-
-    from edgesqueeze.camera import format_summary
     from edgesqueeze.metrics import format_table
     from edgesqueeze.runtime import Classifier
 
@@ -143,22 +189,16 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="camera_overhead-") as tmp:
         video = make_video(Path(tmp) / "frames.avi", args.frames)
-        run(video, clf, None, frames=20, every=args.shadow_every, threaded=False)  # warm-up
         configs = [("INT8 only", None, False)]
         if fp32 is not None:
             configs += [("INT8 + FP32 shadow", fp32, False),
                         ("INT8 + FP32 shadow, capture thread @30 fps", fp32, True)]
         rows = []
-        for name, shadow_model, threaded in configs:
-            extra: list[float] = []
-            s = run(video, clf, shadow_model, frames=args.frames, every=args.shadow_every, threaded=threaded,
-                    on_frame=lambda r: extra.append(r.total_ms - r.infer_ms))
-            ratio = s.median_frame_ms / s.median_infer_ms
-            rows.append([name, s.frames, s.median_infer_ms, s.median_frame_ms, float(np.median(extra)), f"{ratio:.3f}",
-                         "PASS" if ratio <= RATIO_TARGET else "FAIL", s.fps, s.dropped,
-                         "-" if s.agreement is None else f"{s.agreement:.0f} % ({s.comparisons})",
-                         "-" if s.shadow_median_ms is None else f"{s.shadow_median_ms:.1f}"])
-            print(f"  {name}: {format_summary(s)}", file=sys.stderr)
+        for o in measure_overhead(video, clf, configs, frames=args.frames, every=args.shadow_every, verbose=True):
+            rows.append([o.name, o.frames, o.median_infer_ms, o.median_frame_ms, o.median_extra_ms, f"{o.ratio:.3f}",
+                         "PASS" if o.ratio <= RATIO_TARGET else "FAIL", o.fps, o.dropped,
+                         "-" if o.agreement is None else f"{o.agreement:.0f} % ({o.comparisons})",
+                         "-" if o.shadow_median_ms is None else f"{o.shadow_median_ms:.1f}"])
         rss_after = rss_mb()
         print()
         print(format_table(["run", "frames", "infer ms (median)", "per-frame ms (median, no capture)",

@@ -110,11 +110,17 @@ def run_all(sess, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate([sess.run(None, {"pixels": pixels[i:i + batch]})[0] for i in range(0, len(pixels), batch)])
 
 
+def session_runner(ort, path: Path, threads: int, x: np.ndarray):
+    """One run of `path` on the batch `x` in its own session with `threads` intra-op threads: a
+    callable for timing.interleaved_ms."""
+    s = session(ort, path, threads)
+    return lambda: s.run(None, {"pixels": x})
+
+
 def measure_latency(ort, files: dict[str, Path], x: np.ndarray, *, rounds: int, iters: int, warmup: int) -> dict:
     """{(name, threads): [ms, ...]} from interleaved rounds (module doc)."""
     keys = [(name, t) for t in THREADS for name in files]
-    sessions = {k: session(ort, files[k[0]], k[1]) for k in keys}
-    return interleaved_ms({k: (lambda s=sessions[k]: s.run(None, {"pixels": x})) for k in keys},
+    return interleaved_ms({k: session_runner(ort, files[k[0]], k[1], x) for k in keys},
                           warmup=warmup, rounds=rounds, per_round=iters)
 
 

@@ -43,19 +43,15 @@ SIZE_TARGET = 1_400_000
 ACCURACY_TOLERANCE_PP = 0.25
 
 
-from edgesqueeze.sysinfo import cpu_model  # noqa: E402
+from edgesqueeze.sysinfo import cpu_flags as sysinfo_cpu_flags, cpu_model  # noqa: E402
 from timing import interleaved_ms  # noqa: E402  (benchmarks/timing.py)
 
 
 def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
-    except OSError:
-        pass
-    return ""
+    """The CPU flags that matter for these kernels, space-separated."""
+    flags = sysinfo_cpu_flags()
+    return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+                    if f in flags)
 
 
 def run_logits(interp, images: np.ndarray) -> np.ndarray:
@@ -70,19 +66,21 @@ def run_logits(interp, images: np.ndarray) -> np.ndarray:
     return np.stack(res)
 
 
-def measure_latency(paths: dict[str, Path], threads: list[int], image: np.ndarray, *, warmup: int,
-                    rounds: int, per_round: int) -> dict[str, dict]:
+def interpreter_runner(path: Path, threads: int, image: np.ndarray):
+    """One single-image LiteRT invocation of `path` with `threads` threads, the input set once:
+    a callable for timing.interleaved_ms."""
     from ai_edge_litert.interpreter import Interpreter
 
-    runners = {}
-    for name, path in paths.items():
-        for t in threads:
-            it = Interpreter(model_path=str(path), num_threads=t)
-            it.allocate_tensors()
-            it.set_tensor(it.get_input_details()[0]["index"], image[None])
-            runners[f"{name} {t}t"] = it
-    times = interleaved_ms({k: it.invoke for k, it in runners.items()},
-                           warmup=warmup, rounds=rounds, per_round=per_round)
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], image[None])
+    return it.invoke
+
+
+def measure_latency(paths: dict[str, Path], threads: list[int], image: np.ndarray, *, warmup: int,
+                    rounds: int, per_round: int) -> dict[str, dict]:
+    runners = {f"{name} {t}t": interpreter_runner(path, t, image) for name, path in paths.items() for t in threads}
+    times = interleaved_ms(runners, warmup=warmup, rounds=rounds, per_round=per_round)
     return {k: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)),
                 "min_ms": float(np.min(v)), "runs": len(v)} for k, v in times.items()}
 
