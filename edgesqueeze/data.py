@@ -87,6 +87,9 @@ def as_bgr8(img: np.ndarray, *, source: str = "frame") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+MAX_ASPECT = 16  # torchvision-style resize: longest side at most 16x the shortest
+
+
 def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Resize and centre-crop a BGR uint8 frame; channels in the model's order. HxWx3 uint8.
 
@@ -105,6 +108,11 @@ def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
         rh, rw = pre.resize
     else:
         short = pre.resize
+        if max(h, w) > MAX_ASPECT * min(h, w):
+            # the short side goes to `short`, so a 1x10000 frame would become 256x2,560,000
+            # (gigabytes) before the crop: refuse it instead of running a board out of memory
+            raise DataError(f"frame of {w}x{h} pixels: aspect ratio above {MAX_ASPECT}:1 would resize to "
+                            f"{short}x{short * max(h, w) // max(1, min(h, w))}; crop it to the region of interest first")
         if h <= w:
             rh, rw = short, max(short, int(round(w * short / h)))
         else:

@@ -641,3 +641,15 @@ def test_real_sample_splits_194_406():
     assert not {it.path for it in calib} & {it.path for it in evals}
     assert not set(names(calib)) & set(names(evals))
     assert {it.path for it in calib} | {it.path for it in evals} == {it.path for it in items}
+
+
+def test_torchvision_resize_refuses_an_extreme_aspect_ratio_instead_of_a_huge_resize():
+    thin = np.zeros((1, 10000, 3), np.uint8)
+    with pytest.raises(DataError, match=r"10000x1 pixels: aspect ratio above 16:1.*crop it"):
+        to_uint8_input(thin, TORCHVISION_PREPROCESS)
+    with pytest.raises(DataError, match="aspect ratio"):
+        to_uint8_input(np.zeros((170, 10, 3), np.uint8), TORCHVISION_PREPROCESS)
+    ok = to_uint8_input(np.zeros((16, 256, 3), np.uint8), TORCHVISION_PREPROCESS)  # exactly 16:1
+    assert ok.shape == (224, 224, 3)
+    # the Caffe style resizes to a fixed size whatever the shape: a thin frame is fine there
+    assert to_uint8_input(thin, CAFFE_PREPROCESS).shape == (227, 227, 3)
