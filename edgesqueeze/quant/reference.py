@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Callable
 
 import numpy as np
 
 from ..errors import DataError
-from ..graph import INPUT, OpKind
+from ..graph import INPUT, Node, OpKind
 from . import kernels
-from .params import QuantizedModel, parse_enum
+from .params import QConv, QuantizedModel, parse_enum
 
 
 class Requant(str, Enum):
@@ -53,17 +54,29 @@ def pixels_to_int8(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.int16) - 128).astype(np.int8)
 
 
-def _requantize(acc: np.ndarray, real_multiplier: np.ndarray, zp: int, qmin: int, how: Requant) -> np.ndarray:
+def _requantize(acc: np.ndarray, conv, tensors, zp: int, qmin: int, how: Requant) -> np.ndarray:
     if how is Requant.FLOAT32:
-        return kernels.requantize_fp32(acc, real_multiplier.astype(np.float32), zp, qmin, 127, np.int8)
-    mult, shift = kernels.quantize_multiplier(real_multiplier.astype(np.float64))
+        return kernels.requantize_fp32(acc, conv.real_multiplier(tensors), zp, qmin, 127, np.int8)
+    mult, shift = kernels.quantize_multiplier(conv.real_multiplier(tensors, dtype=np.float64))
     return kernels.requantize(acc, mult, shift, zp, qmin, 127, np.int8)
+
+
+# conv_hook(node, conv, accs) -> per-channel int64 delta to subtract from the accumulator (and
+# from the bias), or None; `accs` are the int32 accumulators of the batch, in chunks.
+ConvHook = Callable[[Node, QConv, list], "np.ndarray | None"]
 
 
 def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str = Requant.FLOAT32,
              keep: bool = False) -> IntRun:
     """Run the quantized model on uint8 pixels (N, H, W, 3) or (H, W, 3)."""
-    how = parse_enum(Requant, requant, "requant")
+    return _run(qm, pixels, parse_enum(Requant, requant, "requant"), keep=keep)
+
+
+def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = False,
+         conv_hook: ConvHook | None = None, chunk: int | None = None) -> IntRun:
+    """run_int8, plus what empirical bias correction (quant/empirical.py) needs: the conv
+    accumulators computed `chunk` images at a time (so a large batch's int32 maps never exist
+    at once) and shown to `conv_hook`, which may shift them per channel before requantization."""
     if pixels.ndim == 3:
         pixels = pixels[None]
     s = qm.arch.input_size
@@ -73,6 +86,7 @@ def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str =
     env: dict[str, np.ndarray] = {INPUT: pixels_to_int8(pixels)}
     logits = None
     nodes = qm.nodes
+    step = chunk or len(pixels)
     # the last node that reads each tensor: past it the tensor is dropped (peak memory stays
     # at a few feature maps) unless `keep` asks for all of them
     last_use = {i: k for k, n in enumerate(nodes) for i in n.inputs}
@@ -81,11 +95,16 @@ def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str =
             c = qm.convs[n.name]
             x = env[n.inputs[0]]
             p = n.conv.pad
-            acc = kernels.conv2d_accumulate(x, t[c.input].zero_point, c.weight, c.bias,
-                                            stride=n.conv.stride, padding=(p, p, p, p))
+            accs = [kernels.conv2d_accumulate(x[i:i + step], t[c.input].zero_point, c.weight, c.bias,
+                                              stride=n.conv.stride, padding=(p, p, p, p))
+                    for i in range(0, len(x), step)]
+            delta = conv_hook(n, c, accs) if conv_hook is not None else None
+            if delta is not None:
+                accs = [(a - delta).astype(np.int32) for a in accs]
             zp = t[n.name].zero_point
             qmin = max(zp, -128) if n.relu else -128
-            env[n.name] = _requantize(acc, c.real_multiplier(t), zp, qmin, how)
+            outs = [_requantize(a, c, t, zp, qmin, how) for a in accs]
+            env[n.name] = outs[0] if len(outs) == 1 else np.concatenate(outs)
         elif n.kind is OpKind.MAXPOOL:
             env[n.name] = kernels.max_pool(env[n.inputs[0]], kernel=n.kernel, stride=n.stride, ceil_mode=n.ceil_mode)
         elif n.kind is OpKind.CONCAT:
