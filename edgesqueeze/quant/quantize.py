@@ -1,6 +1,6 @@
 """Float weights + calibrated ranges -> a QuantizedModel (numpy only).
 
-    quantize_model(arch, params, ranges, scheme=Scheme.AFFINE) -> QuantizedModel
+    quantize_model(arch, params, ranges, scheme=Scheme.AFFINE, weight_bits=8) -> QuantizedModel
 
 `ranges` maps every tensor name of the lowered graph to the real interval [lo, hi] chosen by
 calibration (edgesqueeze.calibrate.choose_range). The decisions made here, and why:
@@ -31,6 +31,17 @@ Zero weight channels. A channel whose weights are all zero (fire7.expand1x1 chan
 released v1.0) would get scale max|w|/127 = 0: a division by zero and a bias that cannot be
 represented. It takes the largest scale of its layer instead; its weights stay 0 and its bias
 (the only thing it outputs) is quantized like any other.
+
+Fewer weight levels (`weight_bits` b in 4..8, default 8). The weights are rounded to the
+symmetric b-bit grid [-(2^(b-1)-1), 2^(b-1)-1] with scale max|w[o]| / (2^(b-1)-1) per channel
+(ristretto: 2**-(b - il) per layer) and still stored as int8, so the TFLite/ONNX files, their
+kernels and the integer reference are unchanged; only the set of values in the weight tensors
+shrinks. That is what makes the update bundle smaller (edgesqueeze/bundle.py: the lossless floor
+for the released v1.0 at 8 bits is ~539 KB, because its nonzero weights carry ~7.3 bits each);
+the Deep-Compression paper's 0.47 MB SqueezeNet is likewise the 6-bit one. Bias correction uses
+the dequantized weights, so it corrects the larger rounding error of fewer bits as well. The
+model's `calibration` dict records `weight_bits` when it is not 8 (absent means 8, as in every
+file written before the option existed).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from .params import QConv, QParams, QuantizedModel, Scheme, f32, parse_enum, val
 
 INPUT_QPARAMS = QParams(1.0, -128)  # q = pixel - 128: raw uint8 pixels as int8, exactly
 WEIGHT_QMAX = 127  # TFLite: int8 weights are symmetric in [-127, 127]
+WEIGHT_BITS_RANGE = (4, 8)  # below 4 bits SqueezeNet's per-channel grids are too coarse to be useful
 MIN_RANGE = 1e-6  # a calibrated range narrower than this is widened, so no scale is 0
 
 
@@ -83,25 +95,41 @@ def power_of_two_qparams(lo: float, hi: float) -> QParams:
     return QParams(2.0 ** -(8 - il), 0)
 
 
-def _weight_scales(w: np.ndarray, scheme: Scheme, name: str) -> np.ndarray:
-    """Per-output-channel scales, float32. affine: max|w[o]| / 127 per channel (zero channels
-    take the layer's largest). ristretto: one power of two for the layer, 2**-(8 - il) with
-    il = ceil(log2(max|w|)) + 1."""
+def check_weight_bits(weight_bits) -> int:
+    """`weight_bits` as an int in WEIGHT_BITS_RANGE, else OptionError naming the value and the fix."""
+    lo, hi = WEIGHT_BITS_RANGE
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, (int, np.integer)) or not lo <= weight_bits <= hi:
+        raise OptionError(f"weight_bits={weight_bits!r} is not an integer in {lo}..{hi}; use 8 for full int8 "
+                          f"weights (255 levels per channel), or fewer (6: 63 levels) for a smaller update "
+                          f"bundle at some accuracy cost")
+    return int(weight_bits)
+
+
+def weight_qmax(weight_bits: int) -> int:
+    """Largest weight magnitude on the symmetric `weight_bits` grid: 2^(b-1) - 1 (127 at 8 bits)."""
+    return 2 ** (check_weight_bits(weight_bits) - 1) - 1
+
+
+def _weight_scales(w: np.ndarray, scheme: Scheme, name: str, bits: int = 8) -> np.ndarray:
+    """Per-output-channel scales, float32. affine: max|w[o]| / qmax per channel, qmax =
+    2^(bits-1) - 1 (zero channels take the layer's largest). ristretto: one power of two for the
+    layer, 2**-(bits - il) with il = ceil(log2(max|w|)) + 1."""
     amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
     if not amax.any():
         raise WeightsError(f"{name}: every weight is zero; nothing to quantize")
     if scheme is Scheme.RISTRETTO:
         il = math.ceil(math.log2(float(amax.max()))) + 1
-        return np.full(w.shape[0], 2.0 ** -(8 - il), np.float32)
-    scales = amax / WEIGHT_QMAX
+        return np.full(w.shape[0], 2.0 ** -(bits - il), np.float32)
+    scales = amax / weight_qmax(bits)
     scales[amax == 0] = scales.max()
     return scales.astype(np.float32)
 
 
 def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out: str,
-                   input_mean: np.ndarray | None) -> QConv:
-    ws = _weight_scales(w, scheme, name)
-    q = np.clip(np.rint(w / ws.astype(np.float64)[:, None, None, None]), -WEIGHT_QMAX, WEIGHT_QMAX)
+                   input_mean: np.ndarray | None, bits: int = 8) -> QConv:
+    ws = _weight_scales(w, scheme, name, bits)
+    qmax = weight_qmax(bits)
+    q = np.clip(np.rint(w / ws.astype(np.float64)[:, None, None, None]), -qmax, qmax)
     if input_mean is not None:  # bias correction (module doc)
         dw = q * ws.astype(np.float64)[:, None, None, None] - w
         b = b - (dw.sum(axis=(2, 3)) * np.asarray(input_mean, np.float64)[None, :]).sum(axis=1)
@@ -122,10 +150,13 @@ def quantize_model(
     labels: tuple[str, ...] = (),
     calibration: dict | None = None,
     channel_means: dict[str, np.ndarray] | None = None,
+    weight_bits: int = 8,
 ) -> QuantizedModel:
     """`channel_means`, when given, maps tensor names (INPUT: the normalised input) to their
-    per-channel means from calibration and turns on bias correction."""
+    per-channel means from calibration and turns on bias correction. `weight_bits` (4..8): the
+    weights' symmetric grid, stored in int8 either way (module doc)."""
     scheme = parse_enum(Scheme, scheme, "scheme")
+    bits = check_weight_bits(weight_bits)
     nodes = lower(arch)
     missing = [n.name for n in nodes if n.name != OUTPUT and n.name not in ranges]
     if missing:
@@ -161,7 +192,10 @@ def quantize_model(
             if channel_means is not None and mu is None:
                 raise OptionError(f"bias correction needs the channel means of {n.inputs[0]} (input of {n.name})")
             convs[n.name] = _quantize_conv(n.name, n.conv, w.astype(np.float64), b.astype(np.float64),
-                                           tensors[n.inputs[0]].scale, scheme, n.inputs[0], n.name, mu)
-    qm = QuantizedModel(arch, scheme, tensors, convs, tuple(labels), dict(calibration or {}))
+                                           tensors[n.inputs[0]].scale, scheme, n.inputs[0], n.name, mu, bits)
+    info = dict(calibration or {})
+    if bits != 8 or "weight_bits" in info:  # absent means 8, so 8-bit metadata stays as it was
+        info["weight_bits"] = bits
+    qm = QuantizedModel(arch, scheme, tensors, convs, tuple(labels), info)
     validate(qm)
     return qm
