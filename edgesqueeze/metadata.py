@@ -69,3 +69,16 @@ class ModelMetadata:
                 f"{source}: its edgesqueeze metadata is malformed ({type(e).__name__}: {e}); "
                 "re-export the model with `edgesqueeze quantize`"
             ) from None
+
+
+# What an INT8 file says about its calibration: how, on what, with which corrections. Not the
+# per-tensor ranges or the empirical shifts (kilobytes; they live in calib/<name>.json).
+CALIBRATION_SUMMARY_KEYS = ("method", "images", "split", "bias_correction", "equalize",
+                            "empirical_bias_correction", "weight_bits")
+
+
+def int8_metadata(qm) -> ModelMetadata:
+    """The metadata both INT8 writers (ONNX and TFLite) embed for a QuantizedModel."""
+    calibration = {k: qm.calibration[k] for k in CALIBRATION_SUMMARY_KEYS if k in qm.calibration}
+    return ModelMetadata(arch=qm.arch.name, preprocess=qm.arch.preprocess, labels=tuple(qm.labels),
+                         scheme=qm.scheme.value, calibration=calibration)

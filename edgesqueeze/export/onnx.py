@@ -67,7 +67,7 @@ import numpy as np
 from ..arch import Arch
 from ..errors import DataError, missing_extra
 from ..graph import INPUT, OUTPUT, Node, OpKind, lower
-from ..metadata import METADATA_KEY, ModelMetadata
+from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
 from ..quant.params import QParams, QuantizedModel, parse_enum, validate
 from .files import ExportError, atomic_output, check_output_path
 from .ops import OPS, check_supported
@@ -178,8 +178,6 @@ def read_metadata(model) -> ModelMetadata | None:
 TARGET_KEY = "edgesqueeze.target"  # metadata_props: "x86" | "arm"
 LABELS_KEY = "labels"  # metadata_props: the class names, one per line
 INT8_SUPPORTED = frozenset({OpKind.CONV, OpKind.MAXPOOL, OpKind.CONCAT, OpKind.ADD, OpKind.MEAN})
-CALIBRATION_SUMMARY_KEYS = ("method", "images", "split", "bias_correction", "equalize")
-
 # verification gates (module doc; the numbers are reported either way)
 MIN_LSB_MATCH = 0.999  # fraction of head values within 1 LSB of the reference
 MAX_LSB_DIFF = 2  # no head value further than this from the reference
@@ -257,16 +255,6 @@ def _require_quantized(qm) -> QuantizedModel:
         "first (edgesqueeze.pipeline.calibrate_and_quantize, or `edgesqueeze quantize`, then "
         "QuantizedModel.load), or write the float model with to_onnx_fp32(arch, params, ...)"
     )
-
-
-def calibration_summary(qm: QuantizedModel) -> dict:
-    """The calibration facts that go into the file: method, images, split rule (not the ranges)."""
-    return {k: qm.calibration[k] for k in CALIBRATION_SUMMARY_KEYS if k in qm.calibration}
-
-
-def int8_metadata(qm: QuantizedModel) -> ModelMetadata:
-    return ModelMetadata(arch=qm.arch.name, preprocess=qm.arch.preprocess, labels=tuple(qm.labels),
-                         scheme=qm.scheme.value, calibration=calibration_summary(qm))
 
 
 class _QDQBuilder:

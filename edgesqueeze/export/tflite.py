@@ -94,7 +94,7 @@ import numpy as np
 from ..arch import Arch, pool_output_size
 from ..errors import DataError, missing_extra
 from ..graph import INPUT, OUTPUT, Node, OpKind, lower
-from ..metadata import METADATA_KEY, ModelMetadata
+from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
 from .files import ExportError, atomic_output, check_output_path
 from .ops import OPS, check_supported
 from .tflite_schema import FILE_IDENTIFIER, SCHEMA_VERSION, FlatbufferError, read_metadata_entries
@@ -816,14 +816,8 @@ def _verify_int8(qm, file_path: Path, variant: bytes, images: np.ndarray, head: 
 def build_tflite(qm) -> bytes:
     """The INT8 .tflite bytes (not written, not verified)."""
     g, _ = _build_int8(qm)
-    return g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=_metadata_entries(_int8_metadata(qm)),
+    return g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=_metadata_entries(int8_metadata(qm)),
                   description=_description(qm.arch, qm.scheme.value))
-
-
-def _int8_metadata(qm) -> ModelMetadata:
-    cal = {k: v for k, v in qm.calibration.items() if k != "ranges"}
-    return ModelMetadata(arch=qm.arch.name, preprocess=qm.arch.preprocess, labels=tuple(qm.labels),
-                         scheme=qm.scheme.value, calibration=cal)
 
 
 def _metadata_entries(md: ModelMetadata) -> dict[str, bytes]:
@@ -845,7 +839,7 @@ def to_tflite(qm, path: str | os.PathLike, *, verify_images: np.ndarray | None =
     check_output_path(path)
     images, source = _check_images(verify_images, qm.arch.input_size)
     g, head = _build_int8(qm)
-    meta = _metadata_entries(_int8_metadata(qm))
+    meta = _metadata_entries(int8_metadata(qm))
     desc = _description(qm.arch, qm.scheme.value)
     data = g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=meta, description=desc)
     variant = g.pack(inputs=[PIXELS], outputs=[OUTPUT, head], metadata=meta, description=desc)
