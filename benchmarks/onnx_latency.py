@@ -80,6 +80,29 @@ def peer_quantize(fp32_path: Path, out_path: Path, calib_pixels: np.ndarray) -> 
                     calibrate_method=CalibrationMethod.MinMax)
 
 
+def load_real_setup(calib_images: int = 0, eval_images: int = 0):
+    """(arch, FP32 torch model, calibration items, evaluation items, class names, labels CSV) of
+    the real Deep-Compression v1.0 and the shared sample's split; 0 images: all of a split."""
+    import torch
+
+    from edgesqueeze.data import read_class_names, read_labels_csv, split_calibration
+    from edgesqueeze.model import SqueezeNet
+    from edgesqueeze.paths import default_labels_csv, default_synset_words, ensure_weights_env
+    from edgesqueeze.weights import load_params
+
+    torch.set_num_threads(2)
+    ensure_weights_env()
+    arch, params = load_params()
+    model = SqueezeNet.from_params(arch, params)
+    csv = default_labels_csv()
+    calib, evals = split_calibration(read_labels_csv(csv))
+    calib = calib[:calib_images] if calib_images else calib
+    evals = evals[:eval_images] if eval_images else evals
+    words = default_synset_words()
+    labels = read_class_names(words) if words else [str(i) for i in range(arch.num_classes)]
+    return arch, model, calib, evals, labels, csv
+
+
 def session(ort, path: Path, threads: int = 0):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -144,28 +167,15 @@ def main(argv=None) -> int:
         ap.error("--rounds and --iters must be at least 1, --warmup at least 0")
 
     import onnxruntime as ort
-    import torch
 
-    from edgesqueeze.data import read_class_names, read_labels_csv, split_calibration
     from edgesqueeze.export.onnx import Target, to_onnx, to_onnx_fp32
     from edgesqueeze.metadata import ModelMetadata
     from edgesqueeze.metrics import accuracy, agreement
-    from edgesqueeze.model import SqueezeNet
-    from edgesqueeze.paths import default_labels_csv, default_synset_words, ensure_weights_env
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from edgesqueeze.quant.reference import run_int8
-    from edgesqueeze.weights import load_params
 
-    torch.set_num_threads(2)
-    ensure_weights_env()
-    arch, params = load_params()
-    model = SqueezeNet.from_params(arch, params)
-    csv = default_labels_csv()
-    calib, evals = split_calibration(read_labels_csv(csv))
-    calib = calib[:args.calib_images] if args.calib_images else calib
-    evals = evals[:args.eval_images] if args.eval_images else evals
-    words = default_synset_words()
-    labels = read_class_names(words) if words else [str(i) for i in range(arch.num_classes)]
+    arch, model, calib, evals, labels, csv = load_real_setup(args.calib_images, args.eval_images)
+    params = model.numpy_params()
     pre = arch.preprocess
 
     tmp = None

@@ -542,14 +542,8 @@ def main(argv=None) -> int:
     settings = QUICK if args.quick else FULL
     settings = replace(settings, eval_images=args.images or settings.eval_images, runs=args.runs or settings.runs)
 
-    import torch
-
-    from edgesqueeze.data import read_class_names, read_labels_csv, split_calibration
     from edgesqueeze.errors import EdgeSqueezeError
     from edgesqueeze.export.files import check_output_path
-    from edgesqueeze.model import SqueezeNet
-    from edgesqueeze.paths import default_labels_csv, default_synset_words, ensure_weights_env
-    from edgesqueeze.weights import load_params
 
     t_start = time.perf_counter()
     load_before = os.getloadavg()
@@ -557,16 +551,8 @@ def main(argv=None) -> int:
         for p in (args.json, args.out_md):  # fail before the slow work
             if p is not None:
                 check_output_path(p)
-        torch.set_num_threads(2)
-        ensure_weights_env()
-        arch, params = load_params()
-        model = SqueezeNet.from_params(arch, params)
-        csv = default_labels_csv()
-        calib, evals = split_calibration(read_labels_csv(csv))
-        calib = calib[:settings.calib_images] if settings.calib_images else calib
-        evals = evals[:settings.eval_images] if settings.eval_images else evals
-        words = default_synset_words()
-        labels = read_class_names(words) if words else [str(i) for i in range(arch.num_classes)]
+        arch, model, calib, evals, labels, csv = onnx_latency.load_real_setup(settings.calib_images,
+                                                                              settings.eval_images)
         machine = machine_info()
         log(f"{machine['cpu']}; {len(calib)} calibration and {len(evals)} evaluation images from {csv}")
         pixels = onnx_latency.load_pixels(evals, arch.preprocess)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesqueeze.runtime import _varint
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -188,17 +190,6 @@ _ONNX_SCHEMA = {
 }
 
 
-def _varint_at(buf: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-
-
 def onnx_structure(buf: bytes) -> StructureMap:
     """Walk the protobuf messages of a ModelProto (the fields edgesqueeze's files use) and
     record every key, length prefix and varint value; tensor payloads are the data region."""
@@ -210,12 +201,12 @@ def onnx_structure(buf: bytes) -> StructureMap:
         data_type, payload = None, []
         while pos < end:
             key_pos = pos
-            key, pos = _varint_at(buf, pos)
+            key, pos = _varint(buf, pos)
             m.spots.append((key_pos, pos - key_pos, f"{msg}.key"))
             field_no, wire = key >> 3, key & 7
             if wire == 0:
                 v0 = pos
-                value, pos = _varint_at(buf, pos)
+                value, pos = _varint(buf, pos)
                 m.spots.append((v0, pos - v0, f"{msg}.varint"))
                 if msg == "TensorProto" and field_no == 2:
                     data_type = value
@@ -225,7 +216,7 @@ def onnx_structure(buf: bytes) -> StructureMap:
                 pos += 4
             elif wire == 2:
                 l0 = pos
-                length, pos = _varint_at(buf, pos)
+                length, pos = _varint(buf, pos)
                 m.spots.append((l0, pos - l0, f"{msg}.length"))
                 inner = schema.get(field_no)
                 if inner == "data":

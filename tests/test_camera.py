@@ -669,8 +669,6 @@ def test_run_camera_ctrl_c_exits_cleanly(video, monkeypatch, capsys):
 
 
 def test_run_camera_option_errors(video, monkeypatch):
-    import os
-
     from edgesqueeze.errors import OptionError
 
     monkeypatch.setitem(sys.modules, "edgesqueeze.runtime", FakeRuntime())
