@@ -257,24 +257,26 @@ def main(argv: list[str] | None = None) -> int:
         acc = float((lg.argmax(1) == labels).mean() * 100)
         print(f"  {m.name}: {clf.backend.value} {clf.runtime_version}, top-1 accuracy {acc:.1f} % "
               f"({time.time() - t0:.1f} s)", flush=True)
-    fixed: dict = {}  # --legacy: the fixed-point integer reference on x86's pixels
-    if args.legacy:
-        from edgesqueeze.quant.params import QuantizedModel
-        from edgesqueeze.quant.reference import Requant, run_int8
+    # The integer reference on x86's pixels, in the requantization the board's runtime uses:
+    # float32 for LiteRT (XNNPACK) and onnxruntime, fixed point for tflite-runtime (--legacy).
+    fixed: dict = {}
+    from edgesqueeze.quant.params import QuantizedModel
+    from edgesqueeze.quant.reference import Requant, run_int8
 
-        for m in models:
-            ref = Path(args.reference) if args.reference else reference_path(m)
-            if not ref.is_file():
-                print(f"  {m.name}: no quantization file {ref}: fixed-point reference skipped (--reference)")
-                continue
-            qm = QuantizedModel.load(ref)
-            pix = x86[m][0]
-            fixed[m] = np.concatenate([run_int8(qm, pix[i:i + 16], requant=Requant.FIXED_POINT).logits
-                                       for i in range(0, len(pix), 16)])
-            vs = compare_logits(fixed[m], x86[m][1])
-            print(f"  {m.name}: fixed-point reference ({ref.name}) vs x86 {Classifier.load(m).backend.value}: "
-                  f"identical top-1 {vs['identical_top1']}/{len(pix)}, bit-identical logits "
-                  f"{vs['identical_logits']}/{len(pix)}, max |dlogit| {vs['max_abs_logit_diff']}", flush=True)
+    how = Requant.FIXED_POINT if args.legacy else Requant.FLOAT32
+    for m in models:
+        ref = Path(args.reference) if args.reference else reference_path(m)
+        if not ref.is_file():
+            print(f"  {m.name}: no quantization file {ref}: integer reference skipped (--reference)")
+            continue
+        qm = QuantizedModel.load(ref)
+        pix = x86[m][0]
+        fixed[m] = np.concatenate([run_int8(qm, pix[i:i + 16], requant=how).logits
+                                   for i in range(0, len(pix), 16)])
+        vs = compare_logits(fixed[m], x86[m][1])
+        print(f"  {m.name}: {how.value} integer reference ({ref.name}) vs x86 {Classifier.load(m).backend.value}: "
+              f"identical top-1 {vs['identical_top1']}/{len(pix)}, bit-identical logits "
+              f"{vs['identical_logits']}/{len(pix)}, max |dlogit| {vs['max_abs_logit_diff']}", flush=True)
 
     # 3. the board
     results = []
@@ -316,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
                        max_abs_logit_diff=round(float(np.abs(arm_l - x_l).max()), 5),
                        arm_accuracy=round(float((t_arm == labels).mean() * 100), 2),
                        x86_accuracy=round(float((t_x86 == labels).mean() * 100), 2),
-                       differences=diffs, ok=pct >= args.min_agreement)
+                       ties=int((m_arm == 0).sum()), differences=diffs, ok=pct >= args.min_agreement)
+            if m in fixed:  # end to end on the board vs the reference on x86's pixels
+                row["vs_reference"] = compare_logits(arm_l, fixed[m])
+                row["ok"] = row["ok"] and 100.0 * row["vs_reference"]["identical_top1"] / len(paths) >= args.min_agreement
             same_in = tmp / f"{m.name}.logits.x86pix.npy"
             if same_in.is_file():  # the board's kernels on x86's own pixels
                 sl = np.load(same_in)
@@ -325,13 +330,13 @@ def main(argv: list[str] | None = None) -> int:
                     "identical_logits": int(sum(np.array_equal(a, b) for a, b in zip(sl, x_l))),
                     "max_abs_logit_diff": round(float(np.abs(sl - x_l).max()), 5)}
                 if m in fixed:
-                    row["same_input"]["vs_fixed_point_reference"] = compare_logits(sl, fixed[m])
+                    row["same_input"]["vs_reference"] = compare_logits(sl, fixed[m])
             if args.legacy:  # the board had no LiteRT: Classifier.load must have fallen back
                 # tflite-runtime's int8 kernels requantize in fixed point, LiteRT's XNNPACK in
                 # float32: two roundings that differ by <= 1 LSB per layer and so can flip a
                 # near-tie. The bar is the reference of its own arithmetic, on identical pixels;
                 # the agreement with x86 LiteRT is reported beside it.
-                fp = row.get("same_input", {}).get("vs_fixed_point_reference")
+                fp = row.get("same_input", {}).get("vs_reference")
                 if fp is not None:
                     row["ok"] = 100.0 * fp["identical_top1"] / len(paths) >= args.min_agreement
                 row["ok"] = row["ok"] and info.get("backend") == "tflite-runtime"
@@ -345,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                 si = row["same_input"]
                 print(f"    same input (x86 pixels on the board): identical top-1 {si['identical_top1']}/{len(paths)}, "
                       f"bit-identical logits {si['identical_logits']}/{len(paths)}, max |dlogit| {si['max_abs_logit_diff']}")
-                fp = si.get("vs_fixed_point_reference")
+                fp = si.get("vs_reference")
                 if fp:
-                    print(f"    same input vs the fixed-point integer reference: identical top-1 "
+                    print(f"    same input vs the integer reference: identical top-1 "
                           f"{fp['identical_top1']}/{len(paths)}, bit-identical logits {fp['identical_logits']}/"
                           f"{len(paths)}, max |dlogit| {fp['max_abs_logit_diff']}")
             if args.legacy and info.get("backend") != "tflite-runtime":
@@ -383,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     # table
     print("\n== board check: ARM (pi-emu) vs x86 top-1")
     print(f"{'model':44s} {'images':>6s} {'same top1':>9s} {'%':>7s} {'same px':>7s} {'same lg':>7s} "
-          f"{'max|dlogit|':>11s} {'acc x86':>7s} {'acc ARM':>7s} {'same-input top1/logits':>22s}  result")
+          f"{'max|dlogit|':>11s} {'acc x86':>7s} {'acc ARM':>7s} {'same-input top1/logits':>22s} "
+          f"{'ARM=ref top1':>12s} {'ties':>4s}  result")
     for row in results:
         name = Path(row["model"]).name
         if "images" not in row:
@@ -392,8 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:44s} {row['images']:6d} {row['identical_top1']:9d} {row['identical_pct']:7.2f} "
               f"{row['identical_pixels']:7d} {row['identical_logits']:7d} {row['max_abs_logit_diff']:11.5f} "
               f"{row['x86_accuracy']:7.2f} {row['arm_accuracy']:7.2f} "
-              f"{(str(row['same_input']['identical_top1']) + '/' + str(row['same_input']['identical_logits'])) if 'same_input' in row else '-':>22s}"
+              f"{(str(row['same_input']['identical_top1']) + '/' + str(row['same_input']['identical_logits'])) if 'same_input' in row else '-':>22s} "
+              f"{row['vs_reference']['identical_top1'] if 'vs_reference' in row else '-':>12} {row['ties']:4d}"
               f"  {'PASS' if row['ok'] else 'FAIL'}")
+    print("(ARM=ref: end-to-end top-1 on the board equal to the integer reference's on x86's pixels; ties: images "
+          "whose two best logits on the board are exactly equal)")
     report.update(results=results, ok=bool(ok), seconds=round(time.time() - t_start, 1))
     for row in results:
         si = row.get("same_input")
