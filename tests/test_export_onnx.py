@@ -130,7 +130,11 @@ def test_qdq_structure(qm, target):
     assert zp.dtype == (np.uint8 if target is Target.X86 else np.int8)
     assert int(zp) == qm.tensors["fire2.squeeze"].zero_point + (128 if target is Target.X86 else 0)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("Conv") == 26 and ops.count("QuantizeLinear") >= 26 and "Cast" not in ops
+    assert ops.count("Conv") == 26 and ops.count("QuantizeLinear") >= 26
+    # the head averages the 8-bit integers themselves (the one Cast; the input uses DQ)
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert [c.input[0] for c in casts] == [xo.head_tensor(qm)]
+    assert ops[-5:] == ["Cast", "GlobalAveragePool", "Flatten", "Sub", "Mul"]
     pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
     assert len(pools) == 3 and all(a.i == 1 for p in pools for a in p.attribute if a.name == "ceil_mode")
     assert model.graph.node[0].op_type == "Transpose" and model.graph.node[0].input[0] == "pixels"
@@ -338,3 +342,42 @@ def test_real_model_matches_reference(dc_quantized, eval_pixels, tmp_path, targe
     ref_logits, _ = xo.reference_outputs(dc_quantized, pixels)
     assert (logits.argmax(1) == ref_logits[:16].argmax(1)).all()
     assert np.abs(logits - ref_logits[:16]).max() <= dc_quantized.tensors["conv10"].scale
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_head_keeps_exact_ties(target):
+    """As the TFLite head (tests/test_export_tflite.py): channels whose 8-bit values have equal
+    sums but different spreads give exactly equal logits in onnxruntime, and the logits are
+    s * (mean(q) - zp)."""
+    from types import SimpleNamespace
+
+    from onnx import helper, numpy_helper
+
+    from edgesqueeze.graph import Node
+
+    rng = np.random.default_rng(0)
+    h = w = 15
+    q = rng.integers(-60, 100, (1, 8, h, w))
+    for c in range(1, 8, 2):  # channel c: channel c - 1 shuffled, with 20 unit moves: same sum
+        v = rng.permutation(q[0, c - 1].ravel())
+        idx = rng.choice(v.size, 40, replace=False)
+        v[idx[:20]] += 1
+        v[idx[20:]] -= 1
+        q[0, c] = v.reshape(h, w)
+    scale, zp = 0.0731, -97
+    b = xo._QDQBuilder(helper, numpy_helper, SimpleNamespace(tensors={"conv10": QParams(scale, zp)}), target)
+    b.node(Node(OpKind.MEAN, "logits", ("conv10",)))
+    elem = onnx.TensorProto.UINT8 if target is Target.X86 else onnx.TensorProto.INT8
+    graph = helper.make_graph(b.nodes, "head", [helper.make_tensor_value_info("conv10", elem, [1, 8, h, w])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (q + b.offset).astype(b.qdtype)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"conv10": x})[0][0]
+    sums = q.sum(axis=(2, 3))[0]
+    np.testing.assert_allclose(got, (sums - zp * h * w) * (scale / (h * w)), rtol=1e-6)
+    for a in range(8):
+        for c in range(8):
+            assert (got[a] == got[c]) == (sums[a] == sums[c])
+            assert (got[a] < got[c]) == (sums[a] < sums[c])
+    assert all(sums[c] == sums[c - 1] for c in range(1, 8, 2))  # the test does contain ties

@@ -25,8 +25,9 @@ bears the graph tensor's name, and read through one DequantizeLinear shared by i
     maxpool  DQ -> MaxPool(ceil_mode) -> Q, same scale/zero point: runs on the 8-bit values
     concat   DQ, DQ -> Concat -> Q, shared scale/zero point (QLinearConcat: a copy)
     add      DQ, DQ -> Add -> Q (the bypass variants; QLinearAdd)
-    mean     DQ(conv10) -> GlobalAveragePool -> Flatten -> "logits" float32: the head
-             dequantizes and averages in float, like the reference (reference.py)
+    mean     Cast(conv10) -> GlobalAveragePool -> Flatten -> Sub zp -> Mul scale -> "logits"
+             float32: the head averages the integers in float, like the reference (reference.py)
+             and the TFLite head, so equal integer sums give equal scores
 
 `Target` picks the 8-bit type of the activations (weights are int8 per-channel either way):
 
@@ -370,10 +371,21 @@ class _QDQBuilder:
             self.nodes.append(self.h.make_node(op, xs, [f"{n.name}.real"], name=n.name, **attrs))
             self.q(f"{n.name}.real", n.name)
         elif n.kind is OpKind.MEAN:
-            x = self.dq(n.inputs[0])
+            # Cast -> GlobalAveragePool -> Flatten -> Sub zero point -> Mul scale, as the TFLite
+            # head (CAST, MEAN, SUB, MUL): the pool averages integers, whose sum (< 2^24) is exact
+            # in float32 in any order, so two classes with equal integer sums get equal scores
+            # and the tie goes to the lower index in every runtime. DQ -> pool instead sums
+            # rounded products and can break such a tie either way.
+            src = n.inputs[0]
+            p = self.qm.tensors[src]
+            zp = self.init(np.array(self.zero_point(p), np.float32), f"{n.name}.zero_point_f")
+            scale = self.init(np.array(p.scale, np.float32), f"{n.name}.scale_f")
             self.nodes += [
-                self.h.make_node(op, [x], [f"{n.name}.pooled"], name=f"{n.name}.pool"),
-                self.h.make_node("Flatten", [f"{n.name}.pooled"], [n.name], name=f"{n.name}.flatten", axis=1),
+                self.h.make_node("Cast", [src], [f"{n.name}.int"], name=f"{n.name}.cast", to=1),  # FLOAT
+                self.h.make_node(op, [f"{n.name}.int"], [f"{n.name}.pooled"], name=f"{n.name}.pool"),
+                self.h.make_node("Flatten", [f"{n.name}.pooled"], [f"{n.name}.sum"], name=f"{n.name}.flatten", axis=1),
+                self.h.make_node("Sub", [f"{n.name}.sum", zp], [f"{n.name}.centred"], name=f"{n.name}.sub"),
+                self.h.make_node("Mul", [f"{n.name}.centred", scale], [n.name], name=f"{n.name}.mul"),
             ]
         else:  # pragma: no cover - check_supported ran
             raise ExportError(f"no ONNX INT8 lowering for {n.kind}")

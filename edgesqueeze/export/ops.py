@@ -30,8 +30,8 @@ OPS: dict[OpKind, OpMapping] = {
                              "inputs and output share one scale/zero point"),
     OpKind.ADD: OpMapping(OpKind.ADD, "Add", "ADD", 2, "the paper's bypass"),
     OpKind.MEAN: OpMapping(OpKind.MEAN, "GlobalAveragePool", "MEAN", 1,
-                           "the head, in float: ONNX DQ -> GlobalAveragePool -> Flatten; TFLite "
-                           "CAST -> MEAN -> SUB zp -> MUL scale (sums of integers: exact, ties stay ties)"),
+                           "the head, in float: ONNX Cast -> GlobalAveragePool -> Flatten -> Sub zp -> Mul scale; "
+                           "TFLite CAST -> MEAN -> SUB zp -> MUL scale (sums of integers: exact, ties stay ties)"),
 }
 
 
