@@ -252,7 +252,10 @@ def test_runtime_failures_after_loading_are_model_file_errors(tiny_files, tmp_pa
     onnx.save(m, shape_path)
 
     m = onnx.load(tiny_files["onnx"])
-    last_scale = [n for n in m.graph.node if n.op_type == "DequantizeLinear"][-1].input[1]
+    # the head's scale: its last node is Mul(mean - zero point, scale) (export/onnx.py)
+    head_mul = m.graph.node[-1]
+    assert head_mul.op_type == "Mul"
+    last_scale = head_mul.input[1]
     s = next(t for t in m.graph.initializer if t.name == last_scale)
     s.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(s).shape, np.inf, np.float32), s.name))
     nan_path = tmp_path / "inf-scale.onnx"
