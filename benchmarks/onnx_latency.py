@@ -103,6 +103,16 @@ def load_real_setup(calib_images: int = 0, eval_images: int = 0):
     return arch, model, calib, evals, labels, csv
 
 
+def output_dir(out_dir: Path | None, prefix: str):
+    """(folder for the benchmark's files, TemporaryDirectory to clean up or None): `out_dir`
+    (created) when given, else a temporary folder."""
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        return Path(tmp.name), tmp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir, None
+
+
 def session(ort, path: Path, threads: int = 0):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -178,13 +188,7 @@ def main(argv=None) -> int:
     params = model.numpy_params()
     pre = arch.preprocess
 
-    tmp = None
-    if args.out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="edgesqueeze-bench-")
-        out_dir = Path(tmp.name)
-    else:
-        out_dir = args.out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, tmp = output_dir(args.out_dir, "edgesqueeze-bench-")
     files = {"FP32": out_dir / "fp32.onnx", "INT8 ours (x86)": out_dir / "int8_ours_x86.onnx",
              "INT8 quantize_static": out_dir / "int8_ort_static.onnx"}
     FP32, OURS, PEER = files

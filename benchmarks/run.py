@@ -558,13 +558,7 @@ def main(argv=None) -> int:
         pixels = onnx_latency.load_pixels(evals, arch.preprocess)
         truth = np.array([i.label for i in evals])
 
-        tmp = None
-        if args.out_dir is None:
-            tmp = tempfile.TemporaryDirectory(prefix="edgesqueeze-run-")
-            out_dir = Path(tmp.name)
-        else:
-            out_dir = args.out_dir
-            out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir, tmp = onnx_latency.output_dir(args.out_dir, "edgesqueeze-run-")
         try:
             if args.export_dir is not None:
                 files = export_files(args.export_dir, arch.name)
