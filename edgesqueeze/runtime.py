@@ -403,6 +403,57 @@ def onnx_metadata_props(data: bytes) -> dict[str, str]:
     return props
 
 
+# onnx.proto: GraphProto.node / .initializer; NodeProto.input / .op_type; TensorProto.data_type /
+# .float_data (packed) / .name / .raw_data; TensorProto.DataType FLOAT
+_ONNX_GRAPH_NODE, _ONNX_GRAPH_INITIALIZER = 1, 5
+_ONNX_NODE_INPUT, _ONNX_NODE_OP_TYPE = 1, 4
+_ONNX_TENSOR_DATA_TYPE, _ONNX_TENSOR_FLOAT_DATA, _ONNX_TENSOR_NAME, _ONNX_TENSOR_RAW_DATA = 2, 4, 8, 9
+_ONNX_FLOAT = 1
+_ONNX_SCALED_OPS = {b"QuantizeLinear", b"DequantizeLinear"}  # input 1 is the scale
+
+
+def check_onnx_scales(data: bytes) -> None:
+    """ValueError unless every constant scale of a QuantizeLinear/DequantizeLinear is positive
+    and finite. onnxruntime does not check them: a negative or zero scale loads and runs to
+    wrong (finite) logits, found by tests/test_hardening.py's mutants; the TFLite twin of this
+    check is in check_tflite_bytes."""
+    graph = next((v for f, w, v in _proto_fields(data) if f == _ONNX_MODEL_GRAPH and w == 2), None)
+    if graph is None:
+        raise ValueError("no graph in it: not a serialized ONNX ModelProto")
+    scales: set[bytes] = set()
+    initializers = []
+    for f, w, v in _proto_fields(data, *graph):
+        if f == _ONNX_GRAPH_NODE and w == 2:
+            inputs, op = [], b""
+            for nf, nw, nv in _proto_fields(data, *v):
+                if nw == 2 and nf == _ONNX_NODE_INPUT:
+                    inputs.append(bytes(data[nv[0]:nv[1]]))
+                elif nw == 2 and nf == _ONNX_NODE_OP_TYPE:
+                    op = bytes(data[nv[0]:nv[1]])
+            if op in _ONNX_SCALED_OPS and len(inputs) > 1:
+                scales.add(inputs[1])
+        elif f == _ONNX_GRAPH_INITIALIZER and w == 2:
+            initializers.append(v)
+    for v in initializers:
+        name, dtype, payload = b"", None, None
+        for tf, tw, tv in _proto_fields(data, *v):
+            if tf == _ONNX_TENSOR_NAME and tw == 2:
+                name = bytes(data[tv[0]:tv[1]])
+            elif tf == _ONNX_TENSOR_DATA_TYPE and tw == 0:
+                dtype = tv
+            elif tf in (_ONNX_TENSOR_RAW_DATA, _ONNX_TENSOR_FLOAT_DATA) and tw == 2:
+                payload = tv
+        if name not in scales or dtype != _ONNX_FLOAT or payload is None:
+            continue
+        raw = bytes(data[payload[0]:payload[1]])
+        values = np.frombuffer(raw[: len(raw) // 4 * 4], "<f4")
+        bad = values[~(np.isfinite(values) & (values > 0))]
+        if len(raw) % 4 or bad.size:
+            what = f"holds {bad[0]}" if bad.size else f"has {len(raw)} bytes, not whole float32 values"
+            raise ValueError(f"quantization scale {name.decode('utf-8', 'replace')!r} {what}: "
+                             "a scale must be positive and finite")
+
+
 # ---------------------------------------------------------------- runtimes
 
 
@@ -533,6 +584,7 @@ class Classifier:
     def _load_onnx(cls, path: Path, data: bytes, threads: int) -> "Classifier":
         try:
             props = onnx_metadata_props(data)
+            check_onnx_scales(data)
         except ValueError as e:
             raise _not_a_model(path, data, "ONNX", str(e)) from None
         metadata = _parse_metadata(path, props.get(METADATA_KEY))

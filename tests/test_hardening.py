@@ -542,3 +542,25 @@ def test_camera_soak_10000_frames_flaky_source_memory_flat(tiny_files):
     print(f"\nsoak: {s['frames']} frames, {s['bad']} bad reads, RSS {base} kB at frame 1000, at most {peak} kB "
           f"later ({100 * growth:+.2f} %), {doc['after_kb']} kB after the summary; {s['fps']} fps")
     assert len(rss) >= 15 and growth < 0.05, rss
+
+
+@pytest.mark.parametrize("bad", [-0.05, 0.0, np.inf, np.nan])
+def test_onnx_quantization_scales_are_checked_before_onnxruntime(tiny_files, tmp_path, bad):
+    """onnxruntime runs a QDQ file with a negative or zero scale to wrong but finite logits;
+    Classifier.load refuses it, naming the scale (the TFLite byte check does the same)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgesqueeze.runtime import ModelFileError, check_onnx_scales
+
+    m = onnx.load(tiny_files["onnx"])
+    check_onnx_scales(m.SerializeToString())  # the good file passes
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and "weight" in n.input[0])
+    s = next(t for t in m.graph.initializer if t.name == dq.input[1])
+    arr = numpy_helper.to_array(s).copy()
+    arr.flat[arr.size // 2] = bad
+    s.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), s.name))
+    path = tmp_path / "bad-scale.onnx"
+    onnx.save(m, path)
+    with pytest.raises(ModelFileError, match=rf"{path.name}.*quantization scale '{s.name}' holds .*positive and finite"):
+        Classifier.load(path, threads=1)
