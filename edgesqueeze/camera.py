@@ -61,6 +61,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .data import check_frame
 from .errors import DataError, EdgeSqueezeError, OptionError
 
 log = logging.getLogger("edgesqueeze.camera")
@@ -86,22 +87,6 @@ def _cv2():
     from .data import _cv2 as load
 
     return load()
-
-
-def check_frame(frame: Any, *, source: str = "frame") -> np.ndarray:
-    """A frame as contiguous BGR uint8 HxWx3, or DataError (None, empty, wrong type or shape).
-    Grey, BGRA and 16-bit frames are converted."""
-    if frame is None:
-        raise DataError(f"{source}: no frame (None)")
-    if not isinstance(frame, np.ndarray):
-        raise DataError(f"{source}: a frame must be a numpy array, got {type(frame).__name__}")
-    if frame.size == 0:
-        raise DataError(f"{source}: empty frame (shape {frame.shape})")
-    if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.flags.c_contiguous:
-        return frame  # the usual case: nothing to do
-    from .data import as_bgr8
-
-    return as_bgr8(frame, source=source)
 
 
 class Backoff:

@@ -87,6 +87,28 @@ def as_bgr8(img: np.ndarray, *, source: str = "frame") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def check_frame(frame, *, source: str = "frame") -> np.ndarray:
+    """A camera frame or decoded image as contiguous BGR uint8 H x W x 3, or DataError naming
+    the problem: None, not an array, empty, a pixel type other than uint8/uint16, or a shape
+    that is not H x W (x 1/3/4). Grey, BGRA and 16-bit frames are converted (as_bgr8); the usual
+    BGR uint8 frame is returned as it is. Shared by the runtime and the camera loop."""
+    if frame is None:
+        raise DataError(f"{source}: no image (got None); the camera or decoder returned nothing")
+    if not isinstance(frame, np.ndarray):
+        raise DataError(f"{source}: expected a numpy image array, got {type(frame).__name__}")
+    if frame.size == 0:
+        raise DataError(f"{source}: empty image (shape {tuple(frame.shape)})")
+    if frame.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"{source}: pixel type {frame.dtype} is not supported; pass uint8 BGR frames "
+                        "(as OpenCV gives them), or uint16")
+    if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
+        raise DataError(f"{source}: shape {tuple(frame.shape)} is not an image; pass H x W (grey), "
+                        "H x W x 3 (BGR) or H x W x 4 (BGRA)")
+    if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.flags.c_contiguous:
+        return frame  # the usual case: nothing to do
+    return as_bgr8(frame, source=source)
+
+
 MAX_ASPECT = 16  # torchvision-style resize: longest side at most 16x the shortest
 
 

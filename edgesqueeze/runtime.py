@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import as_bgr8, to_uint8_input
+from .data import check_frame, to_uint8_input
 from .errors import DataError, OptionError, missing_extra
 from .export.tflite_schema import FILE_IDENTIFIER, SCHEMA_VERSION, FlatbufferError, _Reader, read_metadata_entries
 from .metadata import METADATA_KEY, ModelMetadata
@@ -691,7 +691,7 @@ class Classifier:
     def preprocess(self, frame_bgr: np.ndarray, *, source: str = "frame") -> np.ndarray:
         """A BGR frame (uint8 or uint16; grey, BGR or BGRA) -> the model's uint8 (S, S, 3)
         input: resized and centre-cropped as the file's metadata says, in its channel order."""
-        return to_uint8_input(as_bgr8(_check_frame(frame_bgr, source), source=source), self.metadata.preprocess)
+        return to_uint8_input(check_frame(frame_bgr, source=source), self.metadata.preprocess)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) or (S, S, 3) pixels -> float32 logits (N, classes).
@@ -745,23 +745,6 @@ class Classifier:
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (s, s, 3) or len(x) == 0:
             raise DataError(f"logits takes {want}, got {pixels.dtype} {tuple(pixels.shape)}")
         return np.ascontiguousarray(x)
-
-
-def _check_frame(frame, source: str = "frame") -> np.ndarray:
-    """DataError unless `frame` is a non-empty uint8/uint16 H x W (x 1/3/4) array."""
-    if frame is None:
-        raise DataError(f"{source}: no image (got None); the camera or decoder returned nothing")
-    if not isinstance(frame, np.ndarray):
-        raise DataError(f"{source}: expected a numpy image array, got {type(frame).__name__}")
-    if frame.size == 0:
-        raise DataError(f"{source}: empty image (shape {tuple(frame.shape)})")
-    if frame.dtype not in (np.uint8, np.uint16):
-        raise DataError(f"{source}: pixel type {frame.dtype} is not supported; pass uint8 BGR frames "
-                        "(as OpenCV gives them), or uint16")
-    if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
-        raise DataError(f"{source}: shape {tuple(frame.shape)} is not an image; pass H x W (grey), "
-                        "H x W x 3 (BGR) or H x W x 4 (BGRA)")
-    return frame
 
 
 def _parse_metadata(path: Path, text: str | None) -> ModelMetadata:
