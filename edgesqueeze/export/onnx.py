@@ -159,12 +159,18 @@ def to_onnx_fp32(arch: Arch, params, path: str | os.PathLike, *, metadata: Model
     onnx = _onnx()
     model = build_fp32_model(arch, params, metadata)
     with atomic_output(path) as tmp:
-        onnx.save(model, tmp)
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as e:
-            raise ExportError(f"{path}: the written FP32 model fails onnx.checker: {e}") from None
+        _save_checked(onnx, model, tmp, path, "the written FP32 model")
     return Path(path)
+
+
+def _save_checked(onnx, model, tmp: Path, path, what: str) -> None:
+    """Write `model` to the temporary `tmp` and run onnx.checker's full check on the file
+    (ExportError naming `path` and `what` otherwise; atomic_output then removes `tmp`)."""
+    onnx.save(model, tmp)
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except Exception as e:
+        raise ExportError(f"{path}: {what} fails onnx.checker: {e}") from None
 
 
 def read_metadata(model) -> ModelMetadata | None:
@@ -665,11 +671,7 @@ def to_onnx(qm: QuantizedModel, path: str | os.PathLike, *, target: Target | str
         images, synthetic = _check_images(verify_images, qm.arch.input_size), False
     path = check_output_path(path)
     with atomic_output(path) as tmp:
-        onnx.save(model, tmp)
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as e:
-            raise ExportError(f"{path}: the INT8 model fails onnx.checker: {e}") from None
+        _save_checked(onnx, model, tmp, path, "the INT8 model")
         res = verify_int8(qm, model, tmp, target, images, synthetic=synthetic)
         if res["failures"]:
             raise ExportError(f"{path}: the INT8 ONNX file ({target.value}) did not verify against the integer "
