@@ -62,7 +62,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .data import check_frame
-from .errors import DataError, EdgeSqueezeError, OptionError
+from .errors import DataError, EdgeSqueezeError, OptionError, run_command
 
 log = logging.getLogger("edgesqueeze.camera")
 
@@ -1399,14 +1399,4 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     configure_parser(p)
     args = p.parse_args(argv)
-    try:
-        return run_camera(args)
-    except EdgeSqueezeError as e:
-        print(f"camera: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        print(f"camera: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("camera: interrupted", file=sys.stderr)
-        return 130
+    return run_command("camera", lambda: run_camera(args))

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import EdgeSqueezeError
+from .errors import EdgeSqueezeError, run_command
 from .sysinfo import cpu_model, usable_cores
 
 EXAMPLES = """examples:
@@ -664,17 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except EdgeSqueezeError as e:
-        print(f"edgesqueeze {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        print(f"edgesqueeze {args.command}: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"edgesqueeze {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"edgesqueeze {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

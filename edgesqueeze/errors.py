@@ -7,6 +7,9 @@ traceback from deep inside numpy or torch.
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class EdgeSqueezeError(Exception):
     """Base class: the CLI prints these as one clear line and exits non-zero."""
@@ -33,3 +36,20 @@ def missing_extra(module: str, extra: str) -> ImportError:
         f"{module} is not installed; it comes with the '{extra}' extra: "
         f"pip install 'edgesqueeze[{extra}]'"
     )
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """The exit code of a command-line entry point: its own, or 2 after one line on stderr for
+    an EdgeSqueezeError ("PROG: error: ...") or a missing package ("PROG: pip install ..."),
+    130 on Ctrl-C. `edgesqueeze` and the stand-alone camera demo both end here."""
+    try:
+        return command()
+    except EdgeSqueezeError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
