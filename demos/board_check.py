@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.time() - t0:.1f} s)", flush=True)
     # The integer reference on x86's pixels, in the requantization the board's runtime uses:
     # float32 for LiteRT (XNNPACK) and onnxruntime, fixed point for tflite-runtime (--legacy).
-    fixed: dict = {}
+    reference: dict = {}  # model -> the integer reference's logits on x86's pixels
     from edgesqueeze.quant.params import QuantizedModel
     from edgesqueeze.quant.reference import Requant, run_int8
 
@@ -271,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         qm = QuantizedModel.load(ref)
         pix = x86[m][0]
-        fixed[m] = np.concatenate([run_int8(qm, pix[i:i + 16], requant=how).logits
+        reference[m] = np.concatenate([run_int8(qm, pix[i:i + 16], requant=how).logits
                                    for i in range(0, len(pix), 16)])
-        vs = compare_logits(fixed[m], x86[m][1])
+        vs = compare_logits(reference[m], x86[m][1])
         print(f"  {m.name}: {how.value} integer reference ({ref.name}) vs x86 {Classifier.load(m).backend.value}: "
               f"identical top-1 {vs['identical_top1']}/{len(pix)}, bit-identical logits "
               f"{vs['identical_logits']}/{len(pix)}, max |dlogit| {vs['max_abs_logit_diff']}", flush=True)
@@ -319,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                        arm_accuracy=round(float((t_arm == labels).mean() * 100), 2),
                        x86_accuracy=round(float((t_x86 == labels).mean() * 100), 2),
                        ties=int((m_arm == 0).sum()), differences=diffs, ok=pct >= args.min_agreement)
-            if m in fixed:  # end to end on the board vs the reference on x86's pixels
-                row["vs_reference"] = compare_logits(arm_l, fixed[m])
+            if m in reference:  # end to end on the board vs the reference on x86's pixels
+                row["vs_reference"] = compare_logits(arm_l, reference[m])
                 row["ok"] = row["ok"] and 100.0 * row["vs_reference"]["identical_top1"] / len(paths) >= args.min_agreement
             same_in = tmp / f"{m.name}.logits.x86pix.npy"
             if same_in.is_file():  # the board's kernels on x86's own pixels
@@ -329,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                     "identical_top1": int((sl.argmax(1) == t_x86).sum()),
                     "identical_logits": int(sum(np.array_equal(a, b) for a, b in zip(sl, x_l))),
                     "max_abs_logit_diff": round(float(np.abs(sl - x_l).max()), 5)}
-                if m in fixed:
-                    row["same_input"]["vs_reference"] = compare_logits(sl, fixed[m])
+                if m in reference:
+                    row["same_input"]["vs_reference"] = compare_logits(sl, reference[m])
             if args.legacy:  # the board had no LiteRT: Classifier.load must have fallen back
                 # tflite-runtime's int8 kernels requantize in fixed point, LiteRT's XNNPACK in
                 # float32: two roundings that differ by <= 1 LSB per layer and so can flip a
@@ -340,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                 if fp is not None:
                     row["ok"] = 100.0 * fp["identical_top1"] / len(paths) >= args.min_agreement
                 row["ok"] = row["ok"] and info.get("backend") == "tflite-runtime"
-                if m in fixed:
-                    row["x86_litert_vs_fixed_point"] = compare_logits(x_l, fixed[m])
+                if m in reference:
+                    row["x86_litert_vs_fixed_point"] = compare_logits(x_l, reference[m])
             ok &= row["ok"]
             results.append(row)
             print(f"  {m.name}: board {info.get('backend')} {info.get('runtime_version')}, cv2 {info.get('cv2')}, "
