@@ -58,9 +58,9 @@ def log(msg: str) -> None:
 
 
 def load_pixels(items, pre) -> np.ndarray:
-    from edgesqueeze.data import load_image, to_uint8_input
+    from edgesqueeze.data import load_pixels as load
 
-    return np.stack([to_uint8_input(load_image(i.path), pre) for i in items])
+    return load(items, pre)
 
 
 def peer_quantize(fp32_path: Path, out_path: Path, calib_pixels: np.ndarray) -> None:

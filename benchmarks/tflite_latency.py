@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from edgesqueeze.data import load_image, read_class_names, read_labels_csv, split_calibration, to_uint8_input
+    from edgesqueeze.data import load_pixels, read_class_names, read_labels_csv, split_calibration
     from edgesqueeze.export.tflite import fp32_metadata, runtime_version, to_tflite, to_tflite_fp32
     from edgesqueeze.metrics import accuracy, agreement, format_table
     from edgesqueeze.model import SqueezeNet, squeezenet1_1
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     qm = calibrate_and_quantize(model, calib, QuantizeOptions.make(), labels=labels)[0]
 
     print(f"preprocessing {len(evals)} evaluation-split images ...", flush=True)
-    pixels = np.stack([to_uint8_input(load_image(i.path), arch.preprocess) for i in evals])
+    pixels = load_pixels(evals, arch.preprocess)
     truth = np.array([i.label for i in evals])
 
     tmpdir = None

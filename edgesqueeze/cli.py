@@ -202,7 +202,7 @@ def cmd_quantize(args) -> int:
     each verified against the integer reference before it is written."""
     import numpy as np
 
-    from .data import load_image, to_uint8_input
+    from .data import load_pixels
     from .evaluate import compare, fp32_scores, int8_scores
     from .metadata import ModelMetadata
     from .metrics import accuracy, format_table
@@ -235,7 +235,7 @@ def cmd_quantize(args) -> int:
 
     verify = None
     if evals:
-        verify = np.stack([to_uint8_input(load_image(i.path), arch.preprocess) for i in evals[: args.verify_images]])
+        verify = load_pixels(evals[: args.verify_images], arch.preprocess)
     files = []
     meta_fp32 = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=tuple(names), scheme="fp32")
     if "onnx" in formats:

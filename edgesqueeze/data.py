@@ -160,6 +160,12 @@ def normalize(x_hwc: np.ndarray, pre: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def load_pixels(items: Sequence, pre: Preprocess) -> np.ndarray:
+    """Labelled images (or paths) as the exported models' input: uint8 N x S x S x 3."""
+    return np.stack([to_uint8_input(load_image(i.path if isinstance(i, LabelledImage) else i), pre)
+                     for i in items])
+
+
 def preprocess_file(path: str | os.PathLike, pre: Preprocess) -> np.ndarray:
     """A file as the FP32 model's input: float32 1x3xHxW."""
     return normalize(to_uint8_input(load_image(path), pre), pre)

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import LabelledImage, iter_batches, load_image, normalize, to_uint8_input
+from .data import LabelledImage, iter_batches, load_image, load_pixels, normalize, to_uint8_input
 from .metrics import Accuracy, accuracy, agreement
 
 Progress = Callable[[int], None] | None
@@ -70,7 +70,7 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
     noise = dict.fromkeys(names, 0.0)
     model.eval()
     for batch in iter_batches(items, batch_size):
-        pixels = np.stack([to_uint8_input(load_image(i.path), pre) for i in batch])
+        pixels = load_pixels(batch, pre)
         fp: dict[str, np.ndarray] = {}
 
         def tap(name, t):
@@ -98,7 +98,7 @@ def int8_scores(qm, items: Sequence[LabelledImage], *, batch_size: int = 16, pro
     pre = qm.arch.preprocess
     out = []
     for batch in iter_batches(items, batch_size):
-        pixels = np.stack([to_uint8_input(load_image(i.path), pre) for i in batch])
+        pixels = load_pixels(batch, pre)
         out.append(run_int8(qm, pixels).logits)
         if progress:
             progress(len(batch))

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .calibrate import Method, as_method, choose_range, collect_stats
-from .data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, LabelledImage, load_image, normalize, to_uint8_input
+from .data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, LabelledImage, load_pixels, normalize
 from .errors import DataError, OptionError
 from .quant.params import QuantizedModel, Scheme, parse_enum
 from .model import SqueezeNet
@@ -101,7 +101,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
     qm = quantize_from_stats(model, stats, options, labels=labels, calibration=calibration)
     if options.empirical_bias_correction:
-        pixels = np.stack([to_uint8_input(load_image(i.path), model.arch.preprocess) for i in items])
+        pixels = load_pixels(items, model.arch.preprocess)
         qm, shifts = empirical_bias_correction(qm, pixels, preactivation_means(model, pixels, batch_size=batch_size))
         qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
                                       "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})

@@ -24,6 +24,7 @@ from edgesqueeze.data import (  # noqa: E402
     list_images,
     load_dataset,
     load_image,
+    load_pixels,
     normalize,
     read_class_names,
     read_labels_csv,
@@ -653,3 +654,15 @@ def test_torchvision_resize_refuses_an_extreme_aspect_ratio_instead_of_a_huge_re
     assert ok.shape == (224, 224, 3)
     # the Caffe style resizes to a fixed size whatever the shape: a thin frame is fine there
     assert to_uint8_input(thin, CAFFE_PREPROCESS).shape == (227, 227, 3)
+
+
+def test_load_pixels_stacks_the_files_as_the_models_take_them(tmp_path):
+    paths = []
+    for k, (h, w) in enumerate(((300, 400), (256, 256))):
+        p = tmp_path / f"im{k}.png"
+        cv2.imwrite(str(p), rng_image(h, w, seed=20 + k))
+        paths.append(p)
+    got = load_pixels([LabelledImage(paths[0], 3), paths[1]], CAFFE_PREPROCESS)
+    assert got.shape == (2, 227, 227, 3) and got.dtype == np.uint8
+    for row, p in zip(got, paths):
+        np.testing.assert_array_equal(row, to_uint8_input(load_image(p), CAFFE_PREPROCESS))
