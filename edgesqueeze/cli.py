@@ -115,7 +115,8 @@ def _quantize_options(args, scheme: str):
                                 bias_correction=False if args.no_bias_correction else None,
                                 equalize=args.equalize,
                                 empirical_bias_correction=False if args.no_empirical_bias_correction else None,
-                                weight_bits=args.weight_bits)
+                                weight_bits=args.weight_bits,
+                                adaptive_rounding=not args.no_adaptive_rounding)
 
 
 def cmd_eval(args) -> int:
@@ -169,6 +170,7 @@ def cmd_eval(args) -> int:
             rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement])
             report["results"].append({**c.to_dict(), "options": {"scheme": scheme, "method": options.method.value,
                                       "bias_correction": options.bias_correction, "equalize": options.equalize,
+                                      "adaptive_rounding": options.adaptive_rounding,
                                       "calibration_images": len(calib)}})
             if args.sqnr:
                 sub = items[: args.sqnr_images]
@@ -567,6 +569,9 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-empirical-bias-correction", action="store_true",
                    help="skip the empirical (sequential) bias correction on the calibration images "
                    "(on by default for affine: one integer pass, ~1 min for 194 images)")
+    p.add_argument("--no-adaptive-rounding", action="store_true",
+                   help="round each weight to its nearest level instead of choosing up or down to lower "
+                   "its conv's output error on the calibration images (README, \"Adaptive rounding\")")
     p.add_argument("--equalize", type=float, default=None, metavar="ALPHA",
                    help="cross-layer activation equalization strength in [0, 1] (0: off; default "
                    "0.5 for affine, 0 for ristretto)")

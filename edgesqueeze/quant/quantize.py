@@ -27,6 +27,12 @@ that shift is subtracted from the bias before it is quantized. It matters here: 
 v1.0 is pruned and weight-shared, and its top-1 flips on a few % of images from weight rounding
 alone; bias correction removes most of that (see the README's measurements).
 
+Adaptive rounding (`patch_moments`, quant/rounding.py; Nagel et al. 2020). Each weight goes to
+floor or ceil of w/s, chosen per output row to minimise the layer's expected squared output
+error e^T H e over the calibration patches instead of each weight's own error. The grid and the
+scales are those of plain rounding; weights already on the grid (pruned zeros) do not move.
+Bias correction then runs on the chosen weights, as it does on nearest-rounded ones.
+
 Zero weight channels. A channel whose weights are all zero (fire7.expand1x1 channel 19 in the
 released v1.0) would get scale max|w|/127 = 0: a division by zero and a bias that cannot be
 represented. It takes the largest scale of its layer instead; its weights stay 0 and its bias
@@ -54,6 +60,7 @@ from ..arch import Arch
 from ..errors import OptionError, WeightsError
 from ..graph import INPUT, OUTPUT, OpKind, lower
 from .params import QConv, QParams, QuantizedModel, Scheme, f32, parse_enum, validate
+from .rounding import PatchMoments, adaptive_round, check_covariance, rounding_objective
 
 INPUT_QPARAMS = QParams(1.0, -128)  # q = pixel - 128: raw uint8 pixels as int8, exactly
 WEIGHT_QMAX = 127  # TFLite: int8 weights are symmetric in [-127, 127]
@@ -126,10 +133,24 @@ def _weight_scales(w: np.ndarray, scheme: Scheme, name: str, bits: int = 8) -> n
 
 
 def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out: str,
-                   input_mean: np.ndarray | None, bits: int = 8) -> QConv:
+                   input_mean: np.ndarray | None, bits: int = 8,
+                   h: np.ndarray | None = None) -> tuple[QConv, float | None]:
+    """(QConv, adaptive rounding's gain in dB or None). `h`, when given, is the (K, K) matrix
+    of the conv's input patches (OHWI order) whose e^T h e adaptive rounding lowers."""
     ws = _weight_scales(w, scheme, name, bits)
     qmax = weight_qmax(bits)
-    q = np.clip(np.rint(w / ws.astype(np.float64)[:, None, None, None]), -qmax, qmax)
+    gain = None
+    if h is None:
+        q = np.clip(np.rint(w / ws.astype(np.float64)[:, None, None, None]), -qmax, qmax)
+    else:
+        o, i, kh, kw = w.shape
+        r = (w / ws.astype(np.float64)[:, None, None, None]).transpose(0, 2, 3, 1).reshape(o, -1)
+        h = check_covariance(h, r.shape[1], name)
+        qa = adaptive_round(r, h, qmax=qmax)
+        before = float(rounding_objective(np.clip(np.rint(r), -qmax, qmax) - r, h).sum())
+        after = float(rounding_objective(qa - r, h).sum())
+        gain = 10.0 * math.log10(before / after) if after > 0 and before > 0 else 0.0
+        q = qa.reshape(o, kh, kw, i).transpose(0, 3, 1, 2).astype(np.float64)
     if input_mean is not None:  # bias correction (module doc)
         dw = q * ws.astype(np.float64)[:, None, None, None] - w
         b = b - (dw.sum(axis=(2, 3)) * np.asarray(input_mean, np.float64)[None, :]).sum(axis=1)
@@ -138,7 +159,7 @@ def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out:
     bq = np.rint(b.astype(np.float64) / bias_scale.astype(np.float64))
     if np.abs(bq).max() >= 2**31:
         raise WeightsError(f"{name}: a bias does not fit int32 at scale input*weight; the calibrated input range is too small")
-    return QConv(name, spec, np.ascontiguousarray(q), ws, bq.astype(np.int32), inp, out)
+    return QConv(name, spec, np.ascontiguousarray(q), ws, bq.astype(np.int32), inp, out), gain
 
 
 def quantize_model(
@@ -151,10 +172,14 @@ def quantize_model(
     calibration: dict | None = None,
     channel_means: dict[str, np.ndarray] | None = None,
     weight_bits: int = 8,
+    patch_moments: dict[str, PatchMoments] | None = None,
 ) -> QuantizedModel:
     """`channel_means`, when given, maps tensor names (INPUT: the normalised input) to their
     per-channel means from calibration and turns on bias correction. `weight_bits` (4..8): the
-    weights' symmetric grid, stored in int8 either way (module doc)."""
+    weights' symmetric grid, stored in int8 either way (module doc). `patch_moments`, when
+    given, maps every conv name to the moments of its input patches and turns on adaptive
+    rounding (quant/rounding.py): centred when bias correction is on (the bias then removes
+    the mean error), raw otherwise."""
     scheme = parse_enum(Scheme, scheme, "scheme")
     bits = check_weight_bits(weight_bits)
     nodes = lower(arch)
@@ -173,6 +198,7 @@ def quantize_model(
     shared = {i: n.name for n in nodes if n.kind is OpKind.CONCAT for i in n.inputs}
     tensors: dict[str, QParams] = {INPUT: INPUT_QPARAMS}
     convs: dict[str, QConv] = {}
+    gains: dict[str, float | None] = {}
     for n in nodes:
         if n.kind is OpKind.MEAN:
             continue  # the head dequantizes before averaging: logits stay float
@@ -191,9 +217,18 @@ def quantize_model(
                     mu = np.asarray(mu, np.float64) * np.asarray(pre.std) + np.asarray(pre.mean)
             if channel_means is not None and mu is None:
                 raise OptionError(f"bias correction needs the channel means of {n.inputs[0]} (input of {n.name})")
-            convs[n.name] = _quantize_conv(n.name, n.conv, w.astype(np.float64), b.astype(np.float64),
-                                           tensors[n.inputs[0]].scale, scheme, n.inputs[0], n.name, mu, bits)
+            h = None
+            if patch_moments is not None:
+                if n.name not in patch_moments:
+                    raise OptionError(f"adaptive rounding needs the input patch moments of {n.name}; "
+                                      "collect them from this model (pipeline.conv_input_statistics)")
+                h = patch_moments[n.name].objective(centred=channel_means is not None)
+            convs[n.name], gains[n.name] = _quantize_conv(
+                n.name, n.conv, w.astype(np.float64), b.astype(np.float64), tensors[n.inputs[0]].scale,
+                scheme, n.inputs[0], n.name, mu, bits, h)
     info = dict(calibration or {})
+    if patch_moments is not None:  # readable: how much each conv's output error fell
+        info["adaptive_rounding_gain_db"] = {k: round(v, 2) for k, v in gains.items()}
     if bits != 8 or "weight_bits" in info:  # absent means 8, so 8-bit metadata stays as it was
         info["weight_bits"] = bits
     qm = QuantizedModel(arch, scheme, tensors, convs, tuple(labels), info)
