@@ -31,6 +31,11 @@ searches a symmetric threshold t on the histogram of |x| (the two halves folded)
 - MSE: the bin edge t minimising the expected squared error: clipping error (sum over bins
   beyond t of count * (bin centre - t)**2) + rounding noise (count within range * step**2 / 12,
   step = range / (num_levels - 1), range being the clipped range [lo, hi] that t gives).
+  With `power_of_two=True` (the ristretto scheme) the candidates are Ristretto's own grids
+  instead: symmetric int8 with step 2**-fl, clipping at 127 * 2**-fl, for the integer length
+  from the max and up to 7 below it; the range returned is exactly that clip, so the scheme's
+  power-of-two rounding (quantize.power_of_two_qparams) keeps the chosen fl. Without this the
+  MSE threshold is rounded *up* to a power of two and most of the clipping is undone.
 - KL: TensorRT's entropy calibration. For each candidate i >= num_levels/2 bins kept: P =
   hist[:i] with the outliers added to its last bin; Q = hist[:i] (without the outliers, as in
   TensorRT/MXNet; merging P itself would make Q == P, KL == 0 at i = num_levels/2) merged into
@@ -449,6 +454,29 @@ def _mse_errors(h: np.ndarray, step: float, n_eff: int, num_levels: int, lo_abs:
     return clip + noise
 
 
+POW2_MSE_CANDIDATES = 8  # integer lengths tried: from the max's down to 7 below it (1/128 of the range)
+
+
+def _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all) -> tuple[float, float]:
+    """MSE over Ristretto's grids (module docstring): symmetric int8, step s = 2**(il - 8),
+    values clipped at c = 127 * s. On the |x| histogram that grid has 128 levels over [0, c],
+    so `_mse_errors` with num_levels = 128 gives the error at each bin edge; a clip beyond the
+    last non-empty bin clips nothing and costs rounding noise alone."""
+    il_max = math.ceil(math.log2(amax)) + 1
+    err = _mse_errors(h, step, n_eff, 128, None, amax)
+    total = float(h[:n_eff].sum())
+    best = None
+    for il in range(il_max, il_max - POW2_MSE_CANDIDATES, -1):
+        s = 2.0 ** (il - 8)
+        c = 127 * s
+        k = int(round(c / step))
+        e = total * s * s / 12.0 if k >= n_eff else (float(err[k - 1]) if k >= 1 else math.inf)
+        if best is None or e < best[0]:
+            best = (e, c)
+    c = min(best[1], amax)  # at il_max, 127 * s can exceed the max: keep within [min, max]
+    return (0.0 if one_sided else max(-c, lo_all)), min(c, hi_all)
+
+
 def kl_divergences(h: np.ndarray, num_quantized: int) -> tuple[np.ndarray, np.ndarray]:
     """TensorRT's KL(P || Q) for every candidate number of kept bins i = num_quantized .. len(h)
     (see the module docstring); returns (candidates i, divergences). Closed form: within a
@@ -497,9 +525,11 @@ def choose_range(
     *,
     percentile: float = 99.99,
     num_levels: int = 256,
+    power_of_two: bool = False,
 ) -> tuple[float, float]:
     """The clipping range [lo, hi] to quantize this tensor with (see the module docstring).
-    Always lo <= 0 <= hi and hi - lo > 0; lo >= min and hi <= max unless degenerate."""
+    Always lo <= 0 <= hi and hi - lo > 0; lo >= min and hi <= max unless degenerate.
+    `power_of_two` makes MSE search Ristretto's power-of-two grids (module docstring)."""
     method = as_method(method)
     num_levels = _check_levels(num_levels)
     if method is Method.PERCENTILE and not (0.0 < float(percentile) <= 100.0):
@@ -522,6 +552,8 @@ def choose_range(
 
     if method is Method.PERCENTILE:
         t = _percentile_threshold(h[:n_eff], step, float(percentile))
+    elif method is Method.MSE and power_of_two:
+        return _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all)
     elif method is Method.MSE:
         err = _mse_errors(h, step, n_eff, num_levels, None if one_sided else -lo_all, hi_all)
         t = (int(np.argmin(err)) + 1) * step

@@ -77,7 +77,9 @@ def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Seque
     if options.adaptive_rounding and patch_moments is None:
         raise OptionError("adaptive rounding needs the conv input patch moments "
                           "(pipeline.conv_input_statistics of this model); pass them or set adaptive_rounding=False")
-    ranges = {n: choose_range(s, options.method, percentile=options.percentile) for n, s in stats.items()}
+    pow2 = options.scheme is Scheme.RISTRETTO
+    ranges = {n: choose_range(s, options.method, percentile=options.percentile, power_of_two=pow2)
+              for n, s in stats.items()}
     means = ({n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
              if options.bias_correction else None)
     info = {"method": options.method.value, "bias_correction": options.bias_correction,

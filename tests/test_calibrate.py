@@ -220,6 +220,31 @@ def test_mse_clips_a_relu_gaussian_between_its_quantiles_and_max(dists):
     assert err(hi) <= min(err(0.8 * hi), err(1.2 * hi), err(float(a.max())))
 
 
+@pytest.mark.parametrize("name", ["relu_gauss", "exponential", "uniform"])
+def test_power_of_two_mse_picks_the_best_ristretto_grid(dists, name):
+    """ristretto + MSE: the range is one of Ristretto's clips 127 * 2**(il-8), and it is the one
+    with the least real squared error on the very samples (grid: symmetric int8, step 2**(il-8))."""
+    from edgesqueeze.quant.quantize import power_of_two_qparams
+
+    a, st = dists[name]
+    a = a.astype(np.float64)
+    lo, hi = choose_range(st, "mse", power_of_two=True)
+    assert lo == 0.0 and 0 < hi <= float(a.max())
+    il_max = math.ceil(math.log2(float(a.max()))) + 1
+
+    def err(il):
+        s = 2.0 ** (il - 8)
+        return ((np.clip(np.rint(a / s), -128, 127) * s - a) ** 2).sum()
+
+    chosen = 8 - power_of_two_qparams(lo, hi).fractional_length  # the il the scheme will use
+    assert il_max - 8 < chosen <= il_max
+    errors = {il: err(il) for il in range(il_max - 7, il_max + 1)}
+    # the histogram's bin-centre model may pick a neighbour of equal quality, never a worse grid
+    assert errors[chosen] <= min(errors.values()) * 1.05
+    if name == "uniform":  # nothing to gain by clipping a bounded distribution
+        assert chosen == il_max
+
+
 def test_kl_clips_a_long_tail_and_keeps_a_bounded_distribution(dists):
     a, st = dists["exponential"]
     lo, hi = choose_range(st, "kl")
