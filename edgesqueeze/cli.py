@@ -561,14 +561,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "mse", "kl"],
-                   help="how activation ranges are chosen from the calibration statistics (default minmax)")
+    p.add_argument("--method", default=None, choices=["minmax", "percentile", "mse", "kl"],
+                   help="how activation ranges are chosen from the calibration statistics (default: "
+                   "minmax for affine, kl for ristretto)")
     p.add_argument("--no-bias-correction", action="store_true",
-                   help="do not correct biases for weight rounding (on by default for affine, off for "
-                   "ristretto); turns the empirical correction off too")
+                   help="do not correct biases for weight rounding (on by default); turns the empirical "
+                   "correction off too")
     p.add_argument("--no-empirical-bias-correction", action="store_true",
                    help="skip the empirical (sequential) bias correction on the calibration images "
-                   "(on by default for affine: one integer pass, ~1 min for 194 images)")
+                   "(on by default: one integer pass, ~1 min for 194 images)")
     p.add_argument("--no-adaptive-rounding", action="store_true",
                    help="round each weight to its nearest level instead of choosing up or down to lower "
                    "its conv's output error on the calibration images (README, \"Adaptive rounding\")")

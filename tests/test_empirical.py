@@ -121,7 +121,9 @@ def test_options_default_per_scheme():
     from edgesqueeze.pipeline import QuantizeOptions
 
     assert QuantizeOptions.make().empirical_bias_correction is True
-    assert QuantizeOptions.make(scheme="ristretto").empirical_bias_correction is False
+    assert QuantizeOptions.make(scheme="ristretto").empirical_bias_correction is True
+    assert QuantizeOptions.make(scheme="ristretto", bias_correction=False).empirical_bias_correction is False
     assert QuantizeOptions.make(bias_correction=False).empirical_bias_correction is False
     assert QuantizeOptions.make(empirical_bias_correction=False).empirical_bias_correction is False
-    assert QuantizeOptions.make(scheme="ristretto", empirical_bias_correction=True).empirical_bias_correction
+    assert QuantizeOptions.make(scheme="ristretto", bias_correction=False,
+                                empirical_bias_correction=True).empirical_bias_correction

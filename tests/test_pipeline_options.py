@@ -13,10 +13,13 @@ from edgesqueeze.quant.params import Scheme  # noqa: E402
 def test_scheme_defaults():
     a = QuantizeOptions.make()
     assert (a.scheme, a.method, a.bias_correction, a.equalize) == (Scheme.AFFINE, Method.MINMAX, True, 0.5)
+    assert (a.empirical_bias_correction, a.adaptive_rounding) == (True, True)
     r = QuantizeOptions.make(scheme="ristretto")
-    assert (r.bias_correction, r.equalize) == (False, 0.0)
-    r2 = QuantizeOptions.make(scheme="ristretto", bias_correction=True, equalize=0.25)
-    assert (r2.bias_correction, r2.equalize) == (True, 0.25)
+    assert (r.method, r.bias_correction, r.empirical_bias_correction, r.equalize) == (Method.KL, True, True, 0.0)
+    r2 = QuantizeOptions.make(scheme="ristretto", bias_correction=False, equalize=0.25, method="minmax")
+    assert (r2.method, r2.bias_correction, r2.empirical_bias_correction, r2.equalize) == (Method.MINMAX, False, False, 0.25)
+    r3 = QuantizeOptions.make(scheme="ristretto", bias_correction=False, empirical_bias_correction=True)
+    assert (r3.bias_correction, r3.empirical_bias_correction) == (False, True)
 
 
 @pytest.mark.parametrize("kw,needle", [(dict(scheme="int4"), "'affine', 'ristretto'"),
