@@ -146,7 +146,7 @@ def cmd_eval(args) -> int:
         "split": args.split, "calibration_fraction": args.calibration_fraction,
         "results": [{**base.to_dict(), "drop_top1_pp": 0.0, "drop_top5_pp": 0.0, "top1_agreement": 100.0}],
     }
-    rows = [["fp32", base.images, base.top1, base.top5, 0.0, 100.0]]
+    rows = [["fp32", base.images, base.top1, base.top5, 0.0, 100.0, "-"]]
     sqnr: dict[str, dict[str, float]] = {}
     if args.int8:
         from .pipeline import calibrate_and_quantize
@@ -167,7 +167,8 @@ def cmd_eval(args) -> int:
             finally:
                 close()
             c = compare(name, scores, fp, labels, base)
-            rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement])
+            rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
+                         c.logit_sqnr_db])
             report["results"].append({**c.to_dict(), "options": {"scheme": scheme, "method": options.method.value,
                                       "bias_correction": options.bias_correction, "equalize": options.equalize,
                                       "adaptive_rounding": options.adaptive_rounding,
@@ -183,7 +184,8 @@ def cmd_eval(args) -> int:
         _eval_model_files(args, classifiers, items, fp, labels, base, rows, report)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{model.arch.name} ({args.weights}) on {len(items)} images from {src} (split: {args.split})")
-    print(format_table(["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %"], rows))
+    print(format_table(["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %",
+                        "logit SQNR dB"], rows))
     if sqnr:
         first = next(iter(sqnr))
         order = sorted(sqnr[first], key=lambda n: sqnr[first][n])
@@ -275,9 +277,10 @@ def cmd_quantize(args) -> int:
         base = accuracy("fp32", fp, labels)
         c = compare(f"int8-{options.scheme.value}", q, fp, labels, base)
         print(f"\naccuracy on the evaluation split ({len(evals)} images, disjoint from calibration):")
-        print(format_table(["model", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %"],
-                           [["fp32", base.top1, base.top5, 0.0, 100.0],
-                            [c.accuracy.name, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement]]))
+        print(format_table(["model", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %", "logit SQNR dB"],
+                           [["fp32", base.top1, base.top5, 0.0, 100.0, "-"],
+                            [c.accuracy.name, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
+                             c.logit_sqnr_db]]))
         report["accuracy"] = [base.to_dict(), c.to_dict()]
         if args.sqnr_images:
             from .evaluate import per_layer_sqnr
@@ -332,7 +335,8 @@ def _eval_model_files(args, classifiers, items, fp, labels, base, rows, report) 
             close()
         scores = np.concatenate(out)
         c = compare(name, scores, fp, labels, base)
-        rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement])
+        rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
+                     c.logit_sqnr_db])
         report["results"].append({**c.to_dict(), "file": str(clf.path), "backend": clf.backend.value,
                                   "runtime_version": clf.runtime_version, "threads": clf.threads,
                                   "scheme": clf.metadata.scheme, "calibration": clf.metadata.calibration,

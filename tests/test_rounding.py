@@ -215,3 +215,4 @@ def _stats(model, pixels):
         obs["input"].update(x)
         model(x, tap=tap)
     return {k: o.stats() for k, o in obs.items() if k != "logits"}
+
