@@ -259,7 +259,9 @@ def cmd_quantize(args) -> int:
         files.append([r.path.name, r.bytes, "int8", f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{100 * r.top1_agreement:.1f} %"])
 
     print(f"{arch.name} ({args.weights}), scheme {options.scheme.value}, ranges by {options.method.value}, "
-          f"bias correction {'on' if options.bias_correction else 'off'}, equalization {options.equalize:g}; "
+          f"bias correction {'on' if options.bias_correction else 'off'}, "
+          f"empirical bias correction {'on' if options.empirical_bias_correction else 'off'}, "
+          f"adaptive rounding {'on' if options.adaptive_rounding else 'off'}, equalization {options.equalize:g}; "
           f"calibrated on {len(calib)} images in {calib_seconds:.1f} s")
     print(f"quantization parameters: {qjson}")
     if files:

@@ -74,7 +74,7 @@ class ModelMetadata:
 # What an INT8 file says about its calibration: how, on what, with which corrections. Not the
 # per-tensor ranges or the empirical shifts (kilobytes; they live in calib/<name>.json).
 CALIBRATION_SUMMARY_KEYS = ("method", "images", "split", "bias_correction", "equalize",
-                            "empirical_bias_correction", "weight_bits")
+                            "empirical_bias_correction", "adaptive_rounding", "weight_bits")
 
 
 def int8_metadata(qm) -> ModelMetadata:
