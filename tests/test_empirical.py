@@ -12,7 +12,7 @@ from edgesqueeze.quant.empirical import empirical_bias_correction
 from edgesqueeze.quant.quantize import quantize_model
 from edgesqueeze.quant.reference import Requant, _run, run_int8
 
-from test_quant import float_forward, minmax_ranges, tiny_arch, tiny_params
+from test_quant import float_forward, minmax_ranges, smooth_pixels, tiny_arch, tiny_params
 
 torch = pytest.importorskip("torch")
 
@@ -24,10 +24,7 @@ def setup():
 
     arch = tiny_arch()
     params = tiny_params(arch, seed=4)
-    rng = np.random.default_rng(5)
-    # smooth-ish pixels (a coarse grid upsampled) so activations are not white noise
-    coarse = rng.integers(0, 256, (24, 5, 5, 3)).astype(np.float64)
-    pixels = np.clip(np.kron(coarse, np.ones((1, 7, 7, 1))), 0, 255).astype(np.uint8)
+    pixels = smooth_pixels(np.random.default_rng(5), 24)  # so activations are not white noise
     qm = quantize_model(arch, params, minmax_ranges(arch, params, pixels))
     model = SqueezeNet.from_params(arch, params)
     return arch, params, pixels, qm, preactivation_means(model, pixels, batch_size=7)

@@ -39,6 +39,17 @@ def tiny_params(arch, seed=0):
     return p
 
 
+def smooth_pixels(rng, n: int, *, noise: float = 0.0) -> np.ndarray:
+    """uint8 (n, 35, 35, 3) images for tiny_arch: a random 5x5 grid upsampled 7x (so neighbouring
+    pixels and the activations after them are correlated, as in photos), plus optional Gaussian
+    noise of standard deviation `noise`."""
+    coarse = rng.integers(0, 256, (n, 5, 5, 3)).astype(np.float64)
+    x = np.kron(coarse, np.ones((1, 7, 7, 1)))
+    if noise:
+        x = x + rng.normal(0, noise, x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
 def conv_f(x, w, b, stride, pad):
     """Float conv, NHWC x, OIHW w, float64."""
     x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))

@@ -12,7 +12,7 @@ from edgesqueeze.graph import lower, OpKind
 from edgesqueeze.quant.quantize import fold_input_normalization, quantize_model
 from edgesqueeze.quant.rounding import PatchMoments, adaptive_round, rounding_objective
 
-from test_quant import conv_f, float_forward, minmax_ranges, tiny_arch, tiny_params
+from test_quant import conv_f, float_forward, minmax_ranges, smooth_pixels, tiny_arch, tiny_params
 
 torch = pytest.importorskip("torch")
 
@@ -98,9 +98,7 @@ def tiny_setup():
 
     arch = tiny_arch()
     params = tiny_params(arch, seed=7)
-    rng = np.random.default_rng(8)
-    coarse = rng.integers(0, 256, (16, 5, 5, 3)).astype(np.float64)
-    pixels = np.clip(np.kron(coarse, np.ones((1, 7, 7, 1))) + rng.normal(0, 8, (16, 35, 35, 3)), 0, 255).astype(np.uint8)
+    pixels = smooth_pixels(np.random.default_rng(8), 16, noise=8.0)
     stats = conv_input_statistics(SqueezeNet.from_params(arch, params), pixels, batch_size=5)
     return arch, params, pixels, stats
 
