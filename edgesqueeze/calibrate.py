@@ -473,7 +473,7 @@ def _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all) -> 
         e = total * s * s / 12.0 if k >= n_eff else (float(err[k - 1]) if k >= 1 else math.inf)
         if best is None or e < best[0]:
             best = (e, c)
-    c = min(best[1], amax)  # at il_max, 127 * s can exceed the max: keep within [min, max]
+    c = best[1]  # at il_max, 127 * s can exceed the max: the range stays within [min, max]
     return (0.0 if one_sided else max(-c, lo_all)), min(c, hi_all)
 
 

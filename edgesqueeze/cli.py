@@ -119,6 +119,15 @@ def _quantize_options(args, scheme: str):
                                 adaptive_rounding=not args.no_adaptive_rounding)
 
 
+EVAL_COLUMNS = ["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %", "logit SQNR dB"]
+
+
+def _comparison_row(c) -> list:
+    """One row of eval's table (EVAL_COLUMNS) for an evaluate.Comparison."""
+    a = c.accuracy
+    return [a.name, a.images, a.top1, a.top5, c.drop_top1, c.agreement, c.logit_sqnr_db]
+
+
 def cmd_eval(args) -> int:
     import numpy as np
 
@@ -167,8 +176,7 @@ def cmd_eval(args) -> int:
             finally:
                 close()
             c = compare(name, scores, fp, labels, base)
-            rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
-                         c.logit_sqnr_db])
+            rows.append(_comparison_row(c))
             report["results"].append({**c.to_dict(), "options": {"scheme": scheme, "method": options.method.value,
                                       "bias_correction": options.bias_correction, "equalize": options.equalize,
                                       "adaptive_rounding": options.adaptive_rounding,
@@ -184,8 +192,7 @@ def cmd_eval(args) -> int:
         _eval_model_files(args, classifiers, items, fp, labels, base, rows, report)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{model.arch.name} ({args.weights}) on {len(items)} images from {src} (split: {args.split})")
-    print(format_table(["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %",
-                        "logit SQNR dB"], rows))
+    print(format_table(EVAL_COLUMNS, rows))
     if sqnr:
         first = next(iter(sqnr))
         order = sorted(sqnr[first], key=lambda n: sqnr[first][n])
@@ -337,8 +344,7 @@ def _eval_model_files(args, classifiers, items, fp, labels, base, rows, report) 
             close()
         scores = np.concatenate(out)
         c = compare(name, scores, fp, labels, base)
-        rows.append([name, c.accuracy.images, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
-                     c.logit_sqnr_db])
+        rows.append(_comparison_row(c))
         report["results"].append({**c.to_dict(), "file": str(clf.path), "backend": clf.backend.value,
                                   "runtime_version": clf.runtime_version, "threads": clf.threads,
                                   "scheme": clf.metadata.scheme, "calibration": clf.metadata.calibration,

@@ -124,7 +124,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         pixels = load_pixels(items, model.arch.preprocess)
         conv_stats = conv_input_statistics(model, pixels, batch_size=batch_size, patches=options.adaptive_rounding)
     qm = quantize_from_stats(model, stats, options, labels=labels, calibration=calibration,
-                             patch_moments=conv_stats.patch_moments if options.adaptive_rounding else None)
+                             patch_moments=conv_stats.patch_moments if conv_stats else None)
     if options.empirical_bias_correction:
         qm, shifts = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means)
         qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,

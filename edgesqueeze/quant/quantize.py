@@ -139,16 +139,16 @@ def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out:
     of the conv's input patches (OHWI order) whose e^T h e adaptive rounding lowers."""
     ws = _weight_scales(w, scheme, name, bits)
     qmax = weight_qmax(bits)
+    r = w / ws.astype(np.float64)[:, None, None, None]  # the weights in steps, OIHW
+    q = np.clip(np.rint(r), -qmax, qmax)  # nearest rounding
     gain = None
-    if h is None:
-        q = np.clip(np.rint(w / ws.astype(np.float64)[:, None, None, None]), -qmax, qmax)
-    else:
+    if h is not None:  # adaptive rounding works on rows in the int8 weights' OHWI order
         o, i, kh, kw = w.shape
-        r = (w / ws.astype(np.float64)[:, None, None, None]).transpose(0, 2, 3, 1).reshape(o, -1)
-        h = check_covariance(h, r.shape[1], name)
-        qa = adaptive_round(r, h, qmax=qmax)
-        before = float(rounding_objective(np.clip(np.rint(r), -qmax, qmax) - r, h).sum())
-        after = float(rounding_objective(qa - r, h).sum())
+        rows = r.transpose(0, 2, 3, 1).reshape(o, -1)
+        h = check_covariance(h, rows.shape[1], name)
+        qa = adaptive_round(rows, h, qmax=qmax)
+        before = float(rounding_objective(q.transpose(0, 2, 3, 1).reshape(o, -1) - rows, h).sum())
+        after = float(rounding_objective(qa - rows, h).sum())
         gain = 10.0 * math.log10(before / after) if after > 0 and before > 0 else 0.0
         q = qa.reshape(o, kh, kw, i).transpose(0, 3, 1, 2).astype(np.float64)
     if input_mean is not None:  # bias correction (module doc)
