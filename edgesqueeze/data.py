@@ -13,7 +13,6 @@ or which other files are present: `calibration_fraction` of names go to calibrat
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
@@ -26,7 +25,7 @@ import numpy as np
 from .arch import Preprocess
 from .errors import DataError, missing_extra
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 SPLIT_SALT = "edgesqueeze-split-v1"
 DEFAULT_CALIBRATION_FRACTION = 1 / 3
 
@@ -53,8 +52,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     scaled to 8-bit). Raises DataError naming the file when it cannot be used."""
     cv2 = _cv2()
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not an image file")
     if not path.is_file():
-        raise DataError(f"{path}: no such image file")
+        raise DataError(f"{path}: not found; check the path of the image")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes); replace or remove it")
     # imdecode from bytes: imread cannot open non-ASCII paths on every platform
@@ -177,8 +178,13 @@ def preprocess_file(path: str | os.PathLike, pre: Preprocess) -> np.ndarray:
 def _synset_words(path: str | os.PathLike, what: str) -> list[tuple[str, str]]:
     """(synset id, name) per non-empty line of synset_words.txt, in class-index order."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; pass a synset_words.txt with one "
+                        "'n01440764 tench, Tinca tinca' line per class, in class-index order")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the {what} file as UTF-8") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
     out = []
@@ -203,41 +209,13 @@ def read_synsets(path: str | os.PathLike) -> list[str]:
 
 
 def read_labels_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[LabelledImage]:
-    """`file,synset,class_index,class_name` rows -> labelled images (files relative to
-    `image_dir`, default: a `sample/` folder beside the CSV, else the CSV's folder).
-    A row naming a missing file is an error that names it."""
-    csv_path = Path(csv_path)
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's BOM is not a column name
-    except OSError as e:
-        raise DataError(f"{csv_path}: cannot read the label file ({e.strerror or e})") from None
-    reader = csv.DictReader(text.splitlines())
-    # (physical line number of the row's last line, row): blank lines and quoted newlines count
-    numbered = [(reader.line_num, row) for row in reader]
-    rows = [row for _, row in numbered]
-    if not rows or "file" not in rows[0] or "class_index" not in rows[0]:
-        raise DataError(f"{csv_path}: expected a CSV with columns file,class_index (and optionally synset,class_name)")
-    if image_dir is None:
-        image_dir = csv_path.parent / "sample"
-        if not image_dir.is_dir():
-            image_dir = csv_path.parent
-    image_dir = Path(image_dir)
-    out, missing = [], []
-    for lineno, row in numbered:
-        try:
-            label = int(row["class_index"])
-        except (TypeError, ValueError):
-            raise DataError(f"{csv_path}:{lineno}: class_index {row.get('class_index')!r} is not an integer") from None
-        p = image_dir / row["file"]
-        if not p.is_file():
-            missing.append(row["file"])
-        out.append(LabelledImage(p, label))
-    if missing:
-        raise DataError(
-            f"{csv_path}: {len(missing)} listed file(s) missing from {image_dir}: "
-            + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        )
-    return out
+    """`file,class_index[,class_name]` rows (other columns ignored) -> labelled images, files
+    relative to `image_dir` (default: a `sample/` folder beside the CSV when it holds them all,
+    else the CSV's folder). Errors name the CSV line, or the listed files that are missing
+    (imagesets.read_csv_labels has the rules)."""
+    from .imagesets import read_csv_labels
+
+    return read_csv_labels(csv_path, image_dir)[0]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -272,19 +250,13 @@ def labelled_folder(folder: str | os.PathLike, synset_words: str | os.PathLike) 
 
 
 def load_dataset(source: str | os.PathLike, *, synset_words: str | os.PathLike | None = None) -> list[LabelledImage]:
-    """A labels CSV, or a folder of synset-prefixed images (with `synset_words`), or a plain
-    folder of images (labels -1)."""
-    source = Path(source)
-    if source.is_file() and source.suffix.lower() == ".csv":
-        return read_labels_csv(source)
-    if source.is_dir():
-        images = list_images(source)
-        if not images:
-            raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        if synset_words is not None:
-            return labelled_folder(source, synset_words)
-        return [LabelledImage(p, -1) for p in images]
-    raise DataError(f"{source}: neither a labels .csv file nor a folder of images")
+    """The labelled images at `source`: a labels CSV, a folder of images (synset-prefixed ones
+    labelled through `synset_words`, others with label -1) or an ImageFolder root. The list of
+    `imagesets.open_images(source, synset_words=...).items`, which also gives the layout and
+    the class names."""
+    from .imagesets import open_images
+
+    return list(open_images(source, synset_words=synset_words).items)
 
 
 # ---------------------------------------------------------------- split
