@@ -623,7 +623,7 @@ def test_cli_bench_prints_a_table(tiny, capsys, tmp_path):
 
 
 def test_cli_bench_default_threads_are_one_and_every_usable_core(tiny, capsys, tmp_path, monkeypatch):
-    import edgesqueeze.cli as cli
+    import edgesqueeze.cli.classify as cli
 
     monkeypatch.setattr(cli, "usable_cores", lambda: 3)
     report = tmp_path / "bench.json"

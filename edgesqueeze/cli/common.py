@@ -1,0 +1,155 @@
+"""Helpers every `edgesqueeze` subcommand shares: progress bars, option types, the data,
+weights and quantization options, and reading the images and the model they name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import EdgeSqueezeError
+
+def _progress(total: int, desc: str, quiet: bool):
+    if quiet:
+        return None, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+    return bar.update, bar.close
+
+
+def _load_items(args, limit: int | None = None):
+    from .. import data, paths
+
+    src = Path(args.images) if args.images else paths.default_labels_csv()
+    synsets = args.synset_words
+    if synsets is None and src.is_dir() and data.looks_synset_named(src):
+        synsets = paths.default_synset_words()
+    items = data.load_dataset(src, synset_words=synsets)
+    if args.split != "all":
+        calib, evals = data.split_calibration(items, calibration_fraction=args.calibration_fraction)
+        items = calib if args.split == "calibration" else evals
+    limit = args.limit if limit is None else limit
+    if limit:
+        items = items[:limit]
+    if not items:
+        raise EdgeSqueezeError(f"no images selected from {src} (split={args.split})")
+    return src, items
+
+
+def _load_model(args):
+    from .. import paths
+    from ..model import load_pretrained
+
+    paths.ensure_weights_env()
+    return load_pretrained(args.weights, download=args.download)
+
+
+def _write_json(path: str, doc: dict) -> None:
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise EdgeSqueezeError(f"{out}: folder {out.parent} does not exist; create it or choose another path")
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _quantize_options(args, scheme: str):
+    from ..pipeline import QuantizeOptions
+
+    return QuantizeOptions.make(scheme=scheme, method=args.method,
+                                bias_correction=False if args.no_bias_correction else None,
+                                equalize=args.equalize,
+                                empirical_bias_correction=False if args.no_empirical_bias_correction else None,
+                                weight_bits=args.weight_bits,
+                                adaptive_rounding=not args.no_adaptive_rounding)
+
+
+EVAL_COLUMNS = ["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %", "logit SQNR dB"]
+
+
+def _comparison_row(c) -> list:
+    """One row of eval's table (EVAL_COLUMNS) for an evaluate.Comparison."""
+    a = c.accuracy
+    return [a.name, a.images, a.top1, a.top5, c.drop_top1, c.agreement, c.logit_sqnr_db]
+
+
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, with a message naming the bad value."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{n} must be at least {minimum}")
+        return n
+
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
+
+
+def _class_names(args) -> list[str]:
+    from .. import paths
+    from ..data import read_class_names
+
+    p = args.synset_words or paths.default_synset_words()
+    if p is None:
+        raise EdgeSqueezeError("no class names: pass --synset-words synset_words.txt (1000 lines, class order)")
+    return read_class_names(p)
+
+
+def _calibration_items(args):
+    """The calibration split of the same image source (disjoint from --split eval)."""
+    saved = args.split
+    try:
+        args.split = "calibration"
+        _, calib = _load_items(args, limit=args.calib_images)
+    finally:
+        args.split = saved
+    return calib
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", help="labels CSV (file,class_index,...) or a folder of <synset>_*.JPEG "
+                   "images (default: the shared sample_labels.csv)")
+    p.add_argument("--synset-words", help="synset_words.txt, for a folder of synset-named images")
+    p.add_argument("--split", choices=["all", "calibration", "eval"], default="all",
+                   help="which part of the fixed hash split of file names to use (default: all)")
+    p.add_argument("--calibration-fraction", type=float, default=1 / 3,
+                   help="share of names in the calibration split (default 1/3: ~200 of 600)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+
+
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default=None, choices=["minmax", "percentile", "mse", "kl"],
+                   help="how activation ranges are chosen from the calibration statistics (default: "
+                   "minmax for affine, kl for ristretto)")
+    p.add_argument("--no-bias-correction", action="store_true",
+                   help="do not correct biases for weight rounding (on by default); turns the empirical "
+                   "correction off too")
+    p.add_argument("--no-empirical-bias-correction", action="store_true",
+                   help="skip the empirical (sequential) bias correction on the calibration images "
+                   "(on by default: one integer pass, ~1 min for 194 images)")
+    p.add_argument("--no-adaptive-rounding", action="store_true",
+                   help="round each weight to its nearest level instead of choosing up or down to lower "
+                   "its conv's output error on the calibration images (README, \"Adaptive rounding\")")
+    p.add_argument("--equalize", type=float, default=None, metavar="ALPHA",
+                   help="cross-layer activation equalization strength in [0, 1] (0: off; default "
+                   "0.5 for affine, 0 for ristretto)")
+    p.add_argument("--weight-bits", type=int, default=8, metavar="N",
+                   help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); 7 gives "
+                   "a < 0.5 MB update bundle at a measured accuracy cost (README, \"Update bundle\")")
+    p.add_argument("--calib-images", type=int, default=0, help="use only the first N calibration images")
+
+
+def _add_weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="squeezenet1_0-dc",
+                   help="a known name (squeezenet1_0-dc, squeezenet1_0-torchvision, "
+                   "squeezenet1_1-torchvision) or a .net/.pth/.caffemodel file")
+    p.add_argument("--download", action="store_true", help="download known weights if not found locally")
+
