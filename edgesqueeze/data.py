@@ -7,6 +7,9 @@ metadata), never remembered by the caller:
   the model's order. This is what an INT8 model with folded normalisation takes (HWC uint8).
 - `normalize(x, pre)`: (x - mean) / std in float32, NCHW — what the FP32 model takes.
 
+Which images and labels a path holds (labels CSV, ImageFolder root, synset-named or plain
+folder) is decided in `imagesets.open_images`; `load_dataset` returns its images as a list.
+
 The split is by a hash of each file's name, so it does not depend on listing order, numpy's RNG
 or which other files are present: `calibration_fraction` of names go to calibration.
 """
