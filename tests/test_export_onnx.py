@@ -114,13 +114,16 @@ def test_int8_file_matches_reference(qm, pixels, tmp_path, target):
 
 @pytest.mark.parametrize("target", list(Target))
 def test_qdq_structure(qm, target):
-    """QDQ from our parameters: int8 per-channel weights, int32 biases with scale s_in * s_w,
+    """QDQ from our parameters: per-channel weights, int32 biases with scale s_in * s_w,
     activations in the target's type with zero point + 128 for x86."""
     model = build_int8_model(qm, target=target)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     c = qm.convs["fire2.expand3x3"]
     w = inits["fire2.expand3x3.weight_quantized"]
-    assert w.dtype == np.int8 and np.array_equal(w, c.weight.transpose(0, 3, 1, 2))
+    wzp = inits["fire2.expand3x3.weight_zero_point"]
+    # x86: uint8 weights with zero point 128 (u8 x u8 is exact on every x86 CPU); arm: int8, zp 0
+    assert w.dtype == wzp.dtype == (np.uint8 if target is Target.X86 else np.int8)
+    assert np.array_equal(w.astype(int) - wzp.astype(int)[:, None, None, None], c.weight.transpose(0, 3, 1, 2))
     assert np.array_equal(inits["fire2.expand3x3.weight_scale"], c.weight_scale)
     b = inits["fire2.expand3x3.bias_quantized"]
     assert b.dtype == np.int32 and np.array_equal(b, c.bias)

@@ -16,7 +16,7 @@ frame after resize and centre crop, no normalisation); one output "logits", floa
 The INT8 graph, per lowered op (every 8-bit tensor is written by one QuantizeLinear whose output
 bears the graph tensor's name, and read through one DequantizeLinear shared by its consumers):
 
-    conv     DQ(x) , DQ(int8 OIHW weight, per-channel axis 0, zp 0) , DQ(int32 bias, scale
+    conv     DQ(x) , DQ(8-bit OIHW weight, per-channel axis 0) , DQ(int32 bias, scale
              s_in * s_w[c] in float32, zp 0) -> Conv -> [Relu] -> Q(out) ; onnxruntime fuses
              DQ/Conv/Relu/Q into QLinearConv (integer accumulate, float32 requantization — what
              the integer reference computes). It drops a Relu only when the Q's zero point is the
@@ -29,10 +29,15 @@ bears the graph tensor's name, and read through one DequantizeLinear shared by i
              float32: the head averages the integers in float, like the reference (reference.py)
              and the TFLite head, so equal integer sums give equal scores
 
-`Target` picks the 8-bit type of the activations (weights are int8 per-channel either way):
+`Target` picks the 8-bit types (weights are per-channel with the reference's values either way):
 
     X86 (default)  uint8 activations, zero point + 128, same scale: an exact re-encoding of the
-                   reference's int8 values (q_u8 = q_s8 + 128). onnxruntime's x86 integer GEMM
+                   reference's int8 values (q_u8 = q_s8 + 128); uint8 weights, zero point 128,
+                   likewise. onnxruntime's u8 x s8 kernel on AVX2 CPUs without VNNI sums pairs
+                   of products in saturating int16 (VPMADDUBSW), which an int8-weight file hit
+                   on an AMD EPYC (conv10 off by up to 87 LSB); u8 x u8 is exact on every x86
+                   CPU (measured on that EPYC at 1 thread: 30.2 ms against 23.5 ms for the
+                   saturating u8 x s8 file, v1.0). onnxruntime's x86 integer GEMM
                    (MLAS) is built around u8 x s8, and on x86 it fuses int8-activation QDQ
                    convs only where it can first rewrite them to uint8 (a Q with one consumer),
                    leaving the rest as float Conv: the ARM file ran 2.3-4.6x slower than the X86
@@ -201,10 +206,11 @@ FLOAT_CONV_OPS = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose"})
 class Target(str, Enum):
     """Which 8-bit type the INT8 file's activations use (module doc).
 
-    X86: uint8 activations (zero point + 128) x int8 weights — onnxruntime's fast u8s8 path on
-    x86, where int8 activations run 2-5x slower (partly as float convs). ARM: int8 activations x
-    int8 weights (s8s8), what onnxruntime's ARM kernels prefer; on x86 run it with
-    `session_config(Target.ARM)`. Both hold exactly the reference's values."""
+    X86: uint8 activations (zero point + 128) x uint8 weights (zero point 128) — onnxruntime's
+    u8u8 integer path, exact on every x86 CPU, where int8 activations run 2-5x slower (partly as
+    float convs). ARM: int8 activations x int8 weights (s8s8), what onnxruntime's ARM kernels
+    prefer; on x86 run it with `session_config(Target.ARM)`. Both hold exactly the reference's
+    values."""
 
     X86 = "x86"
     ARM = "arm"
@@ -332,9 +338,20 @@ class _QDQBuilder:
         s_in = np.float32(self.qm.tensors[c.input].scale)
         ws = c.weight_scale.astype(np.float32)
         x = self.dq(n.inputs[0])
-        w_q = self.init(np.ascontiguousarray(c.weight.transpose(0, 3, 1, 2)), f"{n.name}.weight_quantized")
+        w = np.ascontiguousarray(c.weight.transpose(0, 3, 1, 2))
+        if self.target is Target.X86:
+            # uint8 weights with zero point 128 (the same values: w_u8 - 128 = w_s8), so that
+            # onnxruntime runs u8 x u8, which is exact on every x86 CPU. Its u8 x s8 kernel on
+            # AVX2 without VNNI multiplies with VPMADDUBSW, whose pairwise int16 sums saturate
+            # (255 * 127 * 2 > 32767): on an AMD EPYC without VNNI the int8-weight file gave
+            # conv10 values up to 87 LSB off the reference and failed verification.
+            w_q = self.init((w.astype(np.int16) + 128).astype(np.uint8), f"{n.name}.weight_quantized")
+            zp = np.full(spec.out_channels, 128, np.uint8)
+        else:
+            w_q = self.init(w, f"{n.name}.weight_quantized")
+            zp = np.zeros(spec.out_channels, np.int8)
         self.init(ws, f"{n.name}.weight_scale")
-        self.init(np.zeros(spec.out_channels, np.int8), f"{n.name}.weight_zero_point")
+        self.init(zp, f"{n.name}.weight_zero_point")
         self.nodes.append(self.h.make_node(
             "DequantizeLinear", [w_q, f"{n.name}.weight_scale", f"{n.name}.weight_zero_point"],
             [f"{n.name}.weight"], name=f"{n.name}.weight/dequantize", axis=0))
@@ -425,7 +442,7 @@ def build_int8_model(qm: QuantizedModel, *, target: Target | str = Target.X86,
         [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, ["N", arch.num_classes])],
         initializer=b.inits,
         doc_string=(f"INT8 QDQ ({qm.scheme.value}, {target.value}: "
-                    f"{'uint8' if target is Target.X86 else 'int8'} activations, int8 per-channel weights); "
+                    f"{'uint8' if target is Target.X86 else 'int8'} activations and per-channel weights); "
                     f"input 'pixels' uint8 NHWC [N, {s}, {s}, 3] {arch.preprocess.channel_order}, "
                     "output 'logits' float32"),
     )
