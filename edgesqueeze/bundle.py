@@ -20,7 +20,7 @@ classes, calibration method, version; null for a model without it, which packs b
 load in `Classifier`). Everything is checked before the model bytes are used:
 the manifest's own checksum, the payload length (a truncated copy says how many bytes are
 missing) and checksum, then the unpacked file's size and sha256. Any problem is a
-`BundleError` (a `runtime.ModelFileError`) naming the file and the fix; nothing else escapes.
+`BundleError` (a `ModelFileError`) naming the file and the fix; nothing else escapes.
 
 Codec "zsplit-xz" (the only one; the manifest names it so a later one can be added). 2/3 of the
 released v1.0's weights are pruned to exactly 0, and a general compressor spends bits telling
@@ -69,10 +69,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelFileError
 from .export.tflite_schema import FILE_IDENTIFIER, FlatbufferError, read_metadata_entries
 from .metadata import METADATA_KEY
-from .runtime import (ModelFileError, _looks_like, _parse_metadata, _read_file_bytes, check_tflite_bytes,
-                      onnx_metadata_props)
+from .modelfile import (MODEL_FILE_HINT, _looks_like, check_tflite_bytes, onnx_metadata_props, parse_metadata,
+                        read_file_bytes)
 
 MAGIC = b"\x89ESQ\r\n\x1a\n"
 BUNDLE_SUFFIX = ".esq"  # appended to the model's own name: model.tflite -> model.tflite.esq
@@ -183,7 +184,7 @@ def _model_summary(model: bytes, source: str) -> tuple[str, dict | None]:
                                  "file written by `edgesqueeze quantize`") from None
     if not text:
         return fmt, None
-    meta = _parse_metadata(label, text)
+    meta = parse_metadata(label, text)
     summary = {"arch": meta.arch, "scheme": meta.scheme, "input_size": meta.input_size,
                "channel_order": meta.channel_order, "classes": len(meta.labels),
                "calibration": meta.calibration.get("method"), "version": meta.version}
@@ -227,7 +228,7 @@ def pack(model_path: str | os.PathLike, out_path: str | os.PathLike | None = Non
 
     src = Path(model_path)
     out = default_bundle_path(src) if out_path is None else Path(out_path)
-    model = _read_file_bytes(src)  # ModelFileError for a missing, empty or unreadable file
+    model = read_file_bytes(src, MODEL_FILE_HINT)  # ModelFileError: not found, empty or unreadable
     if out.exists() and (out.resolve() == src.resolve() or os.path.samefile(out, src)):
         raise ModelFileError(f"{out}: is the model file itself; give another output path (default: "
                              f"{default_bundle_path(src)})")
@@ -242,6 +243,20 @@ def pack(model_path: str | os.PathLike, out_path: str | os.PathLike | None = Non
 
 
 # ---------------------------------------------------------------- unpacking
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[bytes, dict | None]:
+    """(model bytes, None) of a model file, or for an update bundle (told by its magic bytes or
+    its .esq suffix) the verified unpacked model and {name, bundle_bytes, model_bytes, sha256}.
+    ModelFileError (BundleError for a bundle) naming the file and the fix: not found, a folder,
+    empty, unreadable, or a damaged bundle."""
+    path = Path(path)
+    data = read_file_bytes(path)
+    if not (is_bundle(data) or path.suffix.lower() in BUNDLE_SUFFIXES):
+        return data, None
+    name, model = unpack_bytes(data, source=str(path))
+    return model, {"name": name, "bundle_bytes": len(data), "model_bytes": len(model),
+                   "sha256": hashlib.sha256(model).hexdigest()}
 
 
 def read_manifest(data: bytes, *, source: str) -> tuple[dict, int]:
@@ -308,4 +323,4 @@ def unpack_bytes(data: bytes, *, source: str) -> tuple[str, bytes]:
 
 
 __all__ = ["BUNDLE_SUFFIX", "BundleError", "BundleInfo", "CODEC", "MAGIC", "default_bundle_path", "is_bundle",
-           "pack", "pack_bytes", "read_manifest", "unpack_bytes"]
+           "pack", "pack_bytes", "read_manifest", "read_model_file", "unpack_bytes"]

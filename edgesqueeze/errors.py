@@ -7,6 +7,7 @@ traceback from deep inside numpy or torch.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -27,6 +28,17 @@ class OptionError(EdgeSqueezeError, ValueError):
     """An option has a value outside the allowed ones."""
 
 
+class ModelFileError(DataError):
+    """A model file cannot be used: missing, empty, truncated, not a model, or not one written
+    by edgesqueeze. The message names the file and the fix."""
+
+
+class InferenceError(EdgeSqueezeError, RuntimeError):
+    """The runtime failed while running a model that has already run in this process: the file
+    loads and runs, so the failure is the runtime's (memory, threads, the runtime itself), not
+    the file's."""
+
+
 def missing_extra(module: str, extra: str) -> ImportError:
     """The ImportError for an optional dependency that is not installed.
 
@@ -38,12 +50,31 @@ def missing_extra(module: str, extra: str) -> ImportError:
     )
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s writer
+
+
 def run_command(prog: str, command: Callable[[], int]) -> int:
-    """The exit code of a command-line entry point: its own, or 2 after one line on stderr for
-    an EdgeSqueezeError ("PROG: error: ...") or a missing package ("PROG: pip install ..."),
-    130 on Ctrl-C. `edgesqueeze` and the stand-alone camera demo both end here."""
+    """The exit code of a command-line entry point (`edgesqueeze` and the stand-alone camera
+    demo both end here):
+
+    - the command's own code;
+    - 2 after one line on stderr for an EdgeSqueezeError ("PROG: error: ...") or a missing
+      package ("PROG: pip install ...");
+    - 130 after "PROG: interrupted" on Ctrl-C;
+    - 141 (EXIT_BROKEN_PIPE, 128 + SIGPIPE, as a shell reports for a writer killed by a closed
+      pipe) and nothing printed when stdout was closed early, e.g. `edgesqueeze info | head -1`.
+
+    Output is flushed here, inside the handler: printed text waits in stdout's buffer, and a
+    closed pipe would otherwise raise at the interpreter's own flush on exit, out of reach.
+    After a broken pipe stdout is pointed at os.devnull (the Python documentation's recipe,
+    "Note on SIGPIPE" in the signal module), so that flush at exit has nowhere to fail."""
     try:
-        return command()
+        code = command()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except EdgeSqueezeError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -53,3 +84,17 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at os.devnull: what is still in stdout's buffer then goes
+    nowhere instead of raising BrokenPipeError again at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
