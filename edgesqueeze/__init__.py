@@ -5,3 +5,18 @@ imported by the modules that need them.
 """
 
 __version__ = "0.1.0"
+
+
+from .job import quantize  # noqa: E402  (numpy-only at import, like the package)
+
+
+def __getattr__(name: str):
+    # the runtime's Classifier one import deep, without importing it (and OpenCV) with the package
+    if name == "Classifier":
+        from .runtime import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'edgesqueeze' has no attribute {name!r}")
+
+
+__all__ = ["Classifier", "__version__", "quantize"]

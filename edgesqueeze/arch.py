@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+import numpy as np
+
 from .errors import OptionError
 
 
@@ -79,6 +81,72 @@ class Preprocess:
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0))),
         )
+
+
+NORM_SCALES = (1, 255)
+
+
+def _three(values, what: str) -> tuple[float, float, float]:
+    try:
+        v = tuple(float(x) for x in values)
+    except (TypeError, ValueError):
+        raise OptionError(f"{what} {values!r} must be three numbers, one per channel (e.g. 0.485,0.456,0.406)") from None
+    if len(v) != 3 or not all(np.isfinite(v)):
+        raise OptionError(f"{what} {values!r} must be three finite numbers, one per channel")
+    return v  # type: ignore[return-value]
+
+
+def override_preprocess(pre: Preprocess, *, input_size: int | None = None,
+                        resize: int | tuple[int, int] | None = None,
+                        mean=None, std=None, channel_order: str | None = None,
+                        norm_scale: int | None = None) -> Preprocess:
+    """`pre` with the parts a model was trained with otherwise replaced, checked once.
+
+    `input_size`: the centre crop the network sees; `resize`: an int resizes the short side to
+    it (torchvision's Resize(int)), (h, w) resizes to exactly that (Caffe); `channel_order`:
+    "RGB" or "BGR". `mean`/`std` are written as the training code wrote them: `norm_scale` 1
+    for torchvision (ToTensor's 0..1 pixels, then Normalize(mean, std)), 255 for raw 0..255
+    pixels (Caffe). None follows `pre`'s own convention (1 for torchvision-style weights, 255
+    for Caffe ones). Stored in 0..255 units, so folding them into conv1 is one formula."""
+    if norm_scale is None:
+        norm_scale = 1 if pre.style == "torchvision" else 255
+    if norm_scale not in NORM_SCALES:
+        raise OptionError(f"norm_scale={norm_scale!r} must be 1 (mean/std for 0..1 pixels, torchvision) "
+                          "or 255 (for 0..255 pixels, Caffe)")
+    k = 255.0 / norm_scale
+    changes: dict = {}
+    if input_size is not None:
+        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
+            raise OptionError(f"input size {input_size!r} must be a positive integer (pixels of the square crop)")
+        changes["crop"] = int(input_size)
+    if resize is not None:
+        sides = resize if isinstance(resize, tuple) else (resize,)
+        if len(sides) not in (1, 2) or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+                                           for s in sides):
+            raise OptionError(f"resize {resize!r} must be a positive integer (the short side) or (height, width)")
+        changes["resize"] = tuple(int(s) for s in sides) if isinstance(resize, tuple) else int(resize)
+    if channel_order is not None:
+        order = str(channel_order).upper()
+        if order not in ("RGB", "BGR"):
+            raise OptionError(f"channel order {channel_order!r} must be RGB or BGR")
+        changes["channel_order"] = order
+    for name, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        v = _three(values, name)
+        if norm_scale == 1 and any(abs(x) > 1 for x in v):
+            raise OptionError(f"{name} {','.join(f'{x:g}' for x in v)} is outside 0..1, but is read for 0..1 pixels "
+                              "(torchvision's ToTensor + Normalize); for means of 0..255 pixels (Caffe) set the "
+                              "normalization scale to 255 (--norm-scale 255)")
+        if name == "std" and any(x <= 0 for x in v):
+            raise OptionError(f"std {values!r} must be positive")
+        changes[name] = tuple(x * k for x in v)
+    out = replace(pre, **changes)
+    short = min(out.resize) if isinstance(out.resize, tuple) else out.resize
+    if short < out.crop:
+        raise OptionError(f"resize {out.resize} is smaller than the {out.crop}x{out.crop} crop; "
+                          f"resize to at least {out.crop} (e.g. --resize {round(out.crop * 256 / 224)})")
+    return out
 
 
 CAFFE_PREPROCESS = Preprocess(
@@ -339,6 +407,7 @@ __all__ = [
     "TORCHVISION_PREPROCESS",
     "caffe_name_aliases",
     "caffe_names",
+    "override_preprocess",
     "pool_output_size",
     "metaparameter_arch",
     "squeezenet1_0_arch",

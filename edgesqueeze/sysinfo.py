@@ -74,3 +74,31 @@ def cpu_clock_ghz(cpuinfo: str | None = None, *,
     if mhz:
         return max(mhz) / 1000.0, '/proc/cpuinfo "cpu MHz" (nominal under a hypervisor; turbo may be faster)'
     return None, "no cpufreq and no \"cpu MHz\" in /proc/cpuinfo"
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS high-water mark (Linux: "5" to /proc/self/clear_refs), so
+    the next `peak_rss_mb()` is the peak since now. False where the kernel does not allow it:
+    the peak is then the process's peak so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory in MiB: VmHWM of /proc/self/status (since the last
+    `reset_peak_rss`), else resource's ru_maxrss (the whole process's peak), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    except (ImportError, OSError):
+        return None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import EdgeSqueezeError
 
+
 def _progress(total: int, desc: str, quiet: bool):
     if quiet:
         return None, lambda: None
@@ -19,6 +20,34 @@ def _progress(total: int, desc: str, quiet: bool):
         return None, lambda: None
     bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
     return bar.update, bar.close
+
+
+class PassBars:
+    """on_pass(name, done, total) as one progress bar per pass, named and counting images; no
+    bars with quiet=True or without tqdm."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bars: dict = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        bar = self.bars.get(name)
+        if bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.quiet = True
+                return
+            bar = self.bars[name] = tqdm(total=total, desc=name, unit="img", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _load_items(args, limit: int | None = None):
@@ -108,7 +137,7 @@ def _calibration_items(args):
     saved = args.split
     try:
         args.split = "calibration"
-        _, calib = _load_items(args, limit=args.calib_images)
+        _, calib = _load_items(args, limit=args.calib_limit)
     finally:
         args.split = saved
     return calib
@@ -122,7 +151,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="which part of the fixed hash split of file names to use (default: all)")
     p.add_argument("--calibration-fraction", type=float, default=1 / 3,
                    help="share of names in the calibration split (default 1/3: ~200 of 600)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    p.add_argument("--limit", type=_non_negative, default=0, metavar="N", help="use only the first N images")
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
@@ -144,12 +173,14 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); 7 gives "
                    "a < 0.5 MB update bundle at a measured accuracy cost (README, \"Update bundle\")")
-    p.add_argument("--calib-images", type=int, default=0, help="use only the first N calibration images")
+    p.add_argument("--calib-limit", type=_non_negative, default=0, metavar="N",
+                   help="use only the first N calibration images (default: all)")
 
 
 def _add_weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="squeezenet1_0-dc",
                    help="a known name (squeezenet1_0-dc, squeezenet1_0-torchvision, "
-                   "squeezenet1_1-torchvision) or a .net/.pth/.caffemodel file")
+                   "squeezenet1_1-torchvision) or a .net/.pth/.caffemodel file (your own SqueezeNet: a "
+                   "torchvision-layout state_dict; its class count and architecture are read from it)")
     p.add_argument("--download", action="store_true", help="download known weights if not found locally")
 

@@ -1,134 +1,166 @@
-"""`edgesqueeze quantize`: the main job."""
+"""`edgesqueeze quantize`: the main job (edgesqueeze.job.quantize), printed."""
 
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
+import sys
 
-from ..errors import EdgeSqueezeError
-from .common import (_add_data_args, _add_quant_args, _add_weights_args, _calibration_items, _class_names,
-                     _load_items, _load_model, _progress, _quantize_options, _write_json)
+from ..errors import OptionError
+from .common import PassBars, _add_quant_args, _add_weights_args, _non_negative, _positive
 
 QUANTIZE_EXAMPLES = """examples:
   edgesqueeze quantize                               # DC v1.0, shared sample, ./export and ./calib
+  edgesqueeze quantize --weights my_squeezenet.pth --labels labels.txt --images my_images/
+  edgesqueeze quantize --weights my.pth --calib-images calib/ --eval-images val/ --out my_export
+  edgesqueeze quantize --weights my.pth --images data.csv --input-size 160 --resize 182 \\
+      --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5
   edgesqueeze quantize --scheme ristretto --formats tflite
-  edgesqueeze quantize --method kl --equalize 0 --onnx-target arm
+
+images: a folder of images (unlabelled: calibration, and agreement with FP32 only), a
+torchvision ImageFolder root (root/<class>/*.jpg; class index = sorted folder names), a CSV
+file,class_index[,class_name], or a folder of <synset>_*.JPEG ImageNet files.
 """
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three numbers, one per channel (e.g. 0.485,0.456,0.406)")
+    return values  # type: ignore[return-value]
+
+
+def _resize(text: str) -> int | tuple[int, int]:
+    """`256` (the short side) or `256x256` (height x width, exact)."""
+    try:
+        if "x" in text.lower():
+            h, w = text.lower().split("x")
+            return int(h), int(w)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a short side (256) nor HEIGHTxWIDTH (256x256)") from None
+
+
+def _triple(v) -> str:
+    return ",".join(f"{x:.3f}".rstrip("0").rstrip(".") for x in v)
 
 
 def cmd_quantize(args) -> int:
     """The main job: weights -> calibration -> INT8 ONNX + INT8 TFLite (+ FP32 references),
     each verified against the integer reference before it is written."""
-    import numpy as np
+    from ..job import quantize
+    from ..metrics import format_table
 
-    from ..data import load_pixels
-    from ..evaluate import compare, fp32_scores, int8_scores
-    from ..metadata import ModelMetadata
-    from ..metrics import accuracy, format_table
-    from ..pipeline import calibrate_and_quantize
+    if args.eval_images and not args.calib_images:
+        raise OptionError("--eval-images needs --calib-images (the images to calibrate on)")
+    bars = PassBars(args.quiet)
 
-    options = _quantize_options(args, args.scheme)
-    formats = set(args.formats)
-    out_dir, calib_dir = Path(args.out), Path(args.calib_dir)
-    for d in (out_dir, calib_dir):
-        if d.exists() and not d.is_dir():
-            raise EdgeSqueezeError(f"{d} exists and is not a folder; choose another --out/--calib-dir")
-    model = _load_model(args)
-    src, evals = _load_items(args) if args.split == "eval" else (None, None)
-    calib = _calibration_items(args)
-    names = _class_names(args)
-    arch = model.arch
-    out_dir.mkdir(parents=True, exist_ok=True)
-    calib_dir.mkdir(parents=True, exist_ok=True)
+    def warn(text: str) -> None:
+        print(f"edgesqueeze quantize: warning: {text}", file=sys.stderr)
 
-    passes = 2 if options.equalize > 0 else 1
-    update, close = _progress(passes * len(calib), "calibrate", args.quiet)
-    t0 = time.perf_counter()
     try:
-        qm, stats, quantized_fp32 = calibrate_and_quantize(model, calib, options, labels=names, progress=update)
+        r = quantize(
+            args.weights, args.images, labels=args.labels, calib_images=args.calib_images,
+            eval_images=args.eval_images, synset_words=args.synset_words, arch=args.arch, out=args.out,
+            calib_dir=args.calib_dir, formats=args.formats, onnx_target=args.onnx_target, scheme=args.scheme,
+            method=args.method, bias_correction=False if args.no_bias_correction else None,
+            empirical_bias_correction=False if args.no_empirical_bias_correction else None,
+            adaptive_rounding=not args.no_adaptive_rounding, equalize=args.equalize, weight_bits=args.weight_bits,
+            input_size=args.input_size, resize=args.resize, mean=args.mean, std=args.std,
+            channel_order=args.channel_order, norm_scale=args.norm_scale,
+            calibration_fraction=args.calibration_fraction, calib_limit=args.calib_limit, eval_limit=args.limit,
+            verify_images=args.verify_images, sqnr_images=args.sqnr_images, download=args.download,
+            on_pass=bars, on_warning=warn)
     finally:
-        close()
-    calib_seconds = time.perf_counter() - t0
-    stem = f"{arch.name}-{options.scheme.value}" + (f"-w{options.weight_bits}" if options.weight_bits != 8 else "")
-    qjson, _ = qm.save(calib_dir / stem)
+        bars.close()
 
-    verify = None
-    if evals:
-        verify = load_pixels(evals[: args.verify_images], arch.preprocess)
-    files = []
-    meta_fp32 = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=tuple(names), scheme="fp32")
-    if "onnx" in formats:
-        from ..export.onnx import to_onnx, to_onnx_fp32
-
-        p = to_onnx_fp32(arch, model.numpy_params(), out_dir / f"{arch.name}-fp32.onnx", metadata=meta_fp32)
-        files.append([p.name, p.stat().st_size, "fp32", "-", "-"])
-        r = to_onnx(qm, out_dir / f"{stem}-int8.onnx", target=args.onnx_target, verify_images=verify)
-        files.append([r.path.name, r.bytes, f"int8 ({args.onnx_target})",
-                      f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{100 * r.top1_agreement:.1f} %"])
-    if "tflite" in formats:
-        from ..export.tflite import to_tflite, to_tflite_fp32
-
-        r = to_tflite_fp32(arch, model.numpy_params(), out_dir / f"{arch.name}-fp32.tflite", metadata=meta_fp32)
-        files.append([r.path.name, r.bytes, "fp32", "-", "-"])
-        r = to_tflite(qm, out_dir / f"{stem}-int8.tflite", verify_images=verify)
-        files.append([r.path.name, r.bytes, "int8", f"{100 * r.lsb_match:.2f} % within 1 LSB", f"{100 * r.top1_agreement:.1f} %"])
-
-    print(f"{arch.name} ({args.weights}), scheme {options.scheme.value}, ranges by {options.method.value}, "
-          f"bias correction {'on' if options.bias_correction else 'off'}, "
-          f"empirical bias correction {'on' if options.empirical_bias_correction else 'off'}, "
-          f"adaptive rounding {'on' if options.adaptive_rounding else 'off'}, equalization {options.equalize:g}; "
-          f"calibrated on {len(calib)} images in {calib_seconds:.1f} s")
-    print(f"quantization parameters: {qjson}")
-    if files:
-        print(format_table(["file", "bytes", "type", "vs integer reference", "top-1 same as reference"], files))
-    report = {"arch": arch.name, "weights": str(args.weights), "options": qm.calibration | {"scheme": options.scheme.value},
-              "qparams": str(qjson), "files": [dict(zip(["file", "bytes", "type", "check", "top1_vs_reference"], f)) for f in files]}
-    if evals:
-        update, close = _progress(2 * len(evals), "evaluate", args.quiet)
-        try:
-            fp = fp32_scores(model, evals, progress=update)
-            q = int8_scores(qm, evals, progress=update)
-        finally:
-            close()
-        labels = np.array([i.label for i in evals])
-        base = accuracy("fp32", fp, labels)
-        c = compare(f"int8-{options.scheme.value}", q, fp, labels, base)
-        print(f"\naccuracy on the evaluation split ({len(evals)} images, disjoint from calibration):")
-        print(format_table(["model", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %", "logit SQNR dB"],
-                           [["fp32", base.top1, base.top5, 0.0, 100.0, "-"],
-                            [c.accuracy.name, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
-                             c.logit_sqnr_db]]))
-        report["accuracy"] = [base.to_dict(), c.to_dict()]
-        if args.sqnr_images:
-            from ..evaluate import per_layer_sqnr
-
-            sq = per_layer_sqnr(quantized_fp32, qm, evals[: args.sqnr_images])
-            worst = sorted(sq, key=sq.get)[:5]
-            print(f"worst per-layer SQNR (dB, {min(len(evals), args.sqnr_images)} images): "
-                  + ", ".join(f"{n} {sq[n]:.1f}" for n in worst))
-            report["sqnr_db"] = sq
-    report_path = out_dir / f"{stem}-report.json"
-    _write_json(str(report_path), report)
-    print(f"report: {report_path}")
+    o = r.options
+    pre = r.preprocess
+    print(f"{r.arch} ({args.weights}; architecture {r.arch_source})")
+    print(f"{r.num_classes} classes, names from {r.labels_source}; input {pre.crop}x{pre.crop} "
+          f"{pre.channel_order}, resize {pre.resize}, mean {_triple(pre.mean)}, std {_triple(pre.std)} (0..255 pixels)")
+    calib = next(s for s in r.stages if s.name == "calibrate and quantize")
+    print(f"scheme {o.scheme.value}, ranges by {o.method.value}, "
+          f"bias correction {'on' if o.bias_correction else 'off'}, "
+          f"empirical bias correction {'on' if o.empirical_bias_correction else 'off'}, "
+          f"adaptive rounding {'on' if o.adaptive_rounding else 'off'}, equalization {o.equalize:g}; "
+          f"calibrated on {r.calibration_images} images in {calib.seconds:.1f} s")
+    print(f"quantization parameters: {r.qparams}")
+    rows = [[f.path.name, f.bytes, f.detail or f.kind,
+             "-" if f.lsb_match is None else f"{100 * f.lsb_match:.2f} % within 1 LSB",
+             "-" if f.top1_vs_reference is None else f"{100 * f.top1_vs_reference:.1f} %"] for f in r.files]
+    print(format_table(["file", "bytes", "type", "vs integer reference", "top-1 same as reference"], rows))
+    e = r.evaluation
+    if e is not None:
+        c = e.int8
+        what = "disjoint from calibration" if args.images or args.calib_images is None else "--eval-images"
+        print(f"\naccuracy on {e.images} evaluation images ({what}; INT8 through {e.model_file.name}, {e.runtime}):")
+        if e.labelled:
+            print(format_table(["model", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %", "logit SQNR dB"],
+                               [["fp32", e.fp32.top1, e.fp32.top5, 0.0, 100.0, "-"],
+                                [c.accuracy.name, c.accuracy.top1, c.accuracy.top5, c.drop_top1, c.agreement,
+                                 c.logit_sqnr_db]]))
+        else:
+            print("the images carry no labels: agreement with FP32 only")
+            print(format_table(["model", "top-1 agreement %", "logit SQNR dB"],
+                               [[c.accuracy.name, c.agreement, c.logit_sqnr_db]]))
+    if r.sqnr_db:
+        worst = sorted(r.sqnr_db, key=r.sqnr_db.get)[:5]
+        print(f"worst per-layer SQNR (dB, {min(e.images if e else 0, args.sqnr_images)} images): "
+              + ", ".join(f"{n} {r.sqnr_db[n]:.1f}" for n in worst))
+    total = sum(s.seconds for s in r.stages)
+    peak = max((s.peak_rss_mb or 0.0) for s in r.stages)
+    print(f"{total:.0f} s, peak memory {peak:.0f} MiB (" + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in r.stages)
+          + ")")
+    print(f"report: {r.report}")
     return 0
 
 
-
 def add_parser(sub) -> None:
+    from ..weights import ARCH_NAMES
+
     q = sub.add_parser("quantize", help="the main job: calibrate, quantize, export INT8 ONNX + TFLite",
                        epilog=QUANTIZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_weights_args(q)
-    _add_data_args(q)
+    q.add_argument("--arch", choices=ARCH_NAMES, default=None,
+                   help="the architecture, when it cannot be told from the weights (default: told from their "
+                   "shapes; a simple bypass adds no weights, so name it)")
+    q.add_argument("--labels", metavar="NAMES.txt",
+                   help="class names, one per line in class-index order, as many as the model has outputs "
+                   "(default: the images' own names, e.g. ImageFolder folders or a CSV class_name column)")
+    d = q.add_argument_group("images")
+    d.add_argument("--images", help="one set, split into calibration and evaluation by the fixed hash of "
+                   "each file name (default: the shared ImageNet sample); see the layouts below")
+    d.add_argument("--calib-images", metavar="DIR_OR_CSV", help="the calibration set, used whole (instead of --images)")
+    d.add_argument("--eval-images", metavar="DIR_OR_CSV", help="the evaluation set, used whole (with --calib-images)")
+    d.add_argument("--synset-words", help="synset_words.txt: labels for <synset>_*.JPEG files and names for a "
+                   "1000-class model (default: the shared one)")
+    d.add_argument("--calibration-fraction", type=float, default=1 / 3,
+                   help="share of --images names in the calibration split (default 1/3: ~200 of 600)")
+    d.add_argument("--limit", type=_non_negative, default=0, metavar="N",
+                   help="use only the first N evaluation images (default: all)")
+    p = q.add_argument_group("preprocessing (default: what the weights were trained with)")
+    p.add_argument("--input-size", type=_positive, metavar="S", help="the square crop the network sees")
+    p.add_argument("--resize", type=_resize, metavar="N|HxW",
+                   help="resize the short side to N (torchvision), or to exactly HxW (Caffe), before the crop")
+    p.add_argument("--mean", type=_floats3, metavar="R,G,B", help="per-channel mean, in the training code's units")
+    p.add_argument("--std", type=_floats3, metavar="R,G,B", help="per-channel std, in the training code's units")
+    p.add_argument("--norm-scale", type=int, choices=[1, 255], default=None,
+                   help="the pixel range --mean/--std are written for: 1 (torchvision ToTensor + Normalize) or "
+                   "255 (Caffe); default: the weights' own convention")
+    p.add_argument("--channel-order", choices=["RGB", "BGR"], default=None)
     _add_quant_args(q)
-    q.set_defaults(split="eval")
     q.add_argument("--scheme", default="affine", choices=["affine", "ristretto"], help="default affine")
     q.add_argument("--formats", nargs="+", default=["onnx", "tflite"], choices=["onnx", "tflite"])
     q.add_argument("--onnx-target", default="x86", choices=["x86", "arm"],
-                   help="activation type of the INT8 ONNX: uint8 (x86, fast there) or int8 (arm)")
+                   help="8-bit types of the INT8 ONNX: uint8 (x86) or int8 (arm)")
     q.add_argument("--out", default="export", help="folder for the model files (default ./export)")
     q.add_argument("--calib-dir", default="calib", help="folder for the quantization parameters (default ./calib)")
-    q.add_argument("--verify-images", type=int, default=32, help="evaluation images each export is checked on")
-    q.add_argument("--sqnr-images", type=int, default=16, help="images for the per-layer SQNR summary (0: skip)")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--verify-images", type=_positive, default=32, help="images each export is checked on")
+    q.add_argument("--sqnr-images", type=_non_negative, default=16,
+                   help="images for the per-layer SQNR summary (0: skip)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quantize)

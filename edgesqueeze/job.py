@@ -1,0 +1,489 @@
+"""The main job as one call: weights -> calibration -> verified INT8 (and FP32) files -> accuracy.
+
+    import edgesqueeze
+
+    result = edgesqueeze.quantize("my_squeezenet.pth", "my_images/", labels="labels.txt")
+    result.files            # what was written, each verified against the integer reference
+    result.evaluation       # FP32 and INT8 on the evaluation images (None without any)
+
+`edgesqueeze quantize` is this function plus printing. Every option is checked before any slow
+work: a labels file whose count differs from the model's outputs, an image label the model
+cannot give, an unknown option value, an output folder that is a file — each is an error before
+calibration starts, and no model file is written.
+
+Images: `images` is one set, split into calibration and evaluation by the fixed hash of each
+file name (data.split_calibration); `calib_images` and `eval_images` give the two sets
+separately instead (each used whole). A set is a folder of images (unlabelled: calibration,
+and an evaluation of agreement with FP32 only), a torchvision ImageFolder root, a CSV
+`file,class_index[,class_name]`, or a folder of `<synset>_*.JPEG` ImageNet files
+(edgesqueeze.imagesets).
+
+Class names, first found: `labels` (a text file, one name per line in class-index order); the
+`synset_words` file; the names the images carry (ImageFolder folder names, the CSV's
+class_name column) when they name every class; for a 1000-class model, the shared ImageNet
+synset_words.txt; else `class_0 ... class_N-1`, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from .arch import Arch, Preprocess, override_preprocess
+from .errors import DataError, OptionError
+from .metrics import Accuracy
+from .sysinfo import peak_rss_mb, reset_peak_rss
+
+Format = Literal["onnx", "tflite"]
+FORMATS: tuple[str, ...] = ("onnx", "tflite")
+OnPass = Callable[[str, int, int], None]  # (pass name, images done, images in the pass)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the job: wall time and the peak resident memory during it."""
+
+    name: str
+    seconds: float
+    peak_rss_mb: float | None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "seconds": round(self.seconds, 2),
+                "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1)}
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A model file the job wrote. INT8 files were run in their runtime and compared with the
+    integer reference before they were moved into place."""
+
+    path: Path
+    bytes: int
+    format: str  # "onnx" | "tflite"
+    kind: str  # "fp32" | "int8"
+    detail: str = ""  # e.g. "int8 (x86)"
+    lsb_match: float | None = None  # fraction of head values within 1 LSB of the reference
+    top1_vs_reference: float | None = None  # fraction of verification images with the reference's top-1
+
+    def to_dict(self) -> dict:
+        return {"file": self.path.name, "path": str(self.path), "bytes": self.bytes, "format": self.format,
+                "type": self.detail or self.kind, "lsb_match": self.lsb_match,
+                "top1_vs_reference": self.top1_vs_reference}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """FP32 against the INT8 file on the evaluation images. Without labels, `fp32.top1` and
+    `int8.accuracy.top1` are NaN and only agreement and logit SQNR mean something."""
+
+    images: int
+    labelled: bool
+    fp32: Accuracy
+    int8: object  # evaluate.Comparison
+    model_file: Path  # the INT8 file the scores came from (its own runtime)
+    runtime: str
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    arch: str
+    num_classes: int
+    labels: tuple[str, ...]
+    labels_source: str
+    arch_source: str  # how the architecture was decided (named, told from the weights' shapes, ...)
+    preprocess: Preprocess
+    options: object  # pipeline.QuantizeOptions
+    calibration_images: int
+    files: tuple[WrittenFile, ...]
+    qparams: Path
+    report: Path
+    evaluation: Evaluation | None
+    sqnr_db: dict[str, float] = field(default_factory=dict)
+    stages: tuple[Stage, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+class _Stages:
+    """Times each stage and its peak RSS (the kernel's high-water mark, reset per stage)."""
+
+    def __init__(self):
+        self.done: list[Stage] = []
+
+    def run(self, name: str, fn: Callable):
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        out = fn()
+        self.done.append(Stage(name, time.perf_counter() - t0, peak_rss_mb()))
+        return out
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    got = tuple(dict.fromkeys(str(f).lower() for f in formats))
+    bad = [f for f in got if f not in FORMATS]
+    if bad or not got:
+        raise OptionError(f"formats {list(formats)!r}: each must be one of {', '.join(FORMATS)} (at least one)")
+    return got
+
+
+def _check_count(value, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise OptionError(f"{what}={value!r} must be an integer >= {minimum}")
+    return int(value)
+
+
+def _out_dir(path, what: str) -> Path:
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OptionError(f"{p} exists and is not a folder; choose another {what}")
+    return p
+
+
+def quantize(
+    weights: str | os.PathLike = "squeezenet1_0-dc",
+    images: str | os.PathLike | None = None,
+    *,
+    labels: str | os.PathLike | Sequence[str] | None = None,
+    calib_images: str | os.PathLike | None = None,
+    eval_images: str | os.PathLike | None = None,
+    synset_words: str | os.PathLike | None = None,
+    arch: str | None = None,
+    out: str | os.PathLike = "export",
+    calib_dir: str | os.PathLike = "calib",
+    formats: Sequence[Format] = FORMATS,
+    onnx_target: Literal["x86", "arm"] = "x86",
+    scheme: Literal["affine", "ristretto"] = "affine",
+    method: Literal["minmax", "percentile", "mse", "kl"] | None = None,
+    bias_correction: bool | None = None,
+    empirical_bias_correction: bool | None = None,
+    adaptive_rounding: bool = True,
+    equalize: float | None = None,
+    weight_bits: int = 8,
+    input_size: int | None = None,
+    resize: int | tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    channel_order: Literal["RGB", "BGR"] | None = None,
+    norm_scale: Literal[1, 255] | None = None,
+    calibration_fraction: float = 1 / 3,
+    calib_limit: int = 0,
+    eval_limit: int = 0,
+    verify_images: int = 32,
+    sqnr_images: int = 16,
+    download: bool = False,
+    on_pass: OnPass | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> QuantizeResult:
+    """Calibrate, quantize and export a SqueezeNet; return what was written and measured.
+
+    `weights`: a known name (squeezenet1_0-dc, squeezenet1_0-torchvision, ...) or a .net,
+    .pth/.pt (state_dict) or .caffemodel file; the class count comes from the weights and the
+    architecture is told from their shapes unless `arch` names it (weights.ARCH_NAMES).
+    Preprocessing follows the weights (torchvision: RGB, ImageNet mean/std, short side 256,
+    crop 224; the released Caffe model: BGR minus mean, 256x256, crop 227); `input_size`,
+    `resize`, `mean`, `std`, `channel_order`, `norm_scale` override it
+    (arch.override_preprocess) and are written into every file's metadata.
+    `on_pass(name, done, total)` reports progress; `on_warning(text)` hears each warning as it
+    happens (they are also in the result). Never prints."""
+    from . import paths
+    from .data import split_calibration
+    from .pipeline import QuantizeOptions
+
+    warnings: list[str] = []
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        if on_warning:
+            on_warning(text)
+
+    # ---- every option, before any slow work
+    options = QuantizeOptions.make(scheme=scheme, method=method, bias_correction=bias_correction,
+                                   equalize=equalize, empirical_bias_correction=empirical_bias_correction,
+                                   weight_bits=weight_bits, adaptive_rounding=adaptive_rounding)
+    formats = _check_formats(formats)
+    from .export.onnx import as_target
+
+    target = as_target(onnx_target)
+    verify_images = _check_count(verify_images, "verify_images", 1)
+    sqnr_images = _check_count(sqnr_images, "sqnr_images", 0)
+    calib_limit = _check_count(calib_limit, "calib_limit", 0)
+    eval_limit = _check_count(eval_limit, "eval_limit", 0)
+    out_dir, calib_out = _out_dir(out, "output folder"), _out_dir(calib_dir, "folder for the quantization parameters")
+    if images is not None and (calib_images is not None or eval_images is not None):
+        raise OptionError("give either images (one set, split into calibration and evaluation by file name) "
+                          "or calib_images and eval_images (two sets), not both")
+    if eval_images is not None and calib_images is None:
+        raise OptionError("eval_images needs calib_images too (the images to calibrate on)")
+    stages = _Stages()
+
+    # ---- the model: weights, class count, architecture, preprocessing
+    paths.ensure_weights_env()
+    loaded = stages.run("read weights", lambda: _read_weights(weights, arch, download))
+    arch_source = "named" if arch is not None else ("told from the weights" if loaded.alternatives or
+                                                     loaded.format == "state-dict" else "of the weights")
+    if loaded.alternatives:
+        arch_source += (f"; {' or '.join(loaded.alternatives)} would look the same (a simple bypass adds no "
+                        f"weights): name it with arch=/--arch if so")
+    model_arch = _with_preprocess(loaded.arch, input_size=input_size, resize=resize, mean=mean, std=std,
+                                  channel_order=channel_order, norm_scale=norm_scale)
+    n = model_arch.num_classes
+
+    # ---- images and class names, checked against the model before any slow work
+    if images is None and calib_images is None:
+        images = paths.default_labels_csv()
+    # ImageNet synset ids label images only for an ImageNet (1000-class) model, unless asked for
+    words = Path(synset_words) if synset_words is not None else (paths.default_synset_words() if n == 1000 else None)
+    if images is not None:
+        whole = _open(images, words)
+        calib, evals = split_calibration(list(whole.items), calibration_fraction=calibration_fraction)
+        sets = [whole]
+    else:
+        cset = _open(calib_images, words)
+        calib = list(cset.items)
+        sets = [cset]
+        evals = []
+        if eval_images is not None:
+            eset = _open(eval_images, words)
+            evals = list(eset.items)
+            sets.append(eset)
+            overlap = {i.path.resolve() for i in calib} & {i.path.resolve() for i in evals}
+            if overlap:
+                raise DataError(f"{len(overlap)} image(s) are in both the calibration and the evaluation set "
+                                f"(e.g. {sorted(overlap)[0]}); calibration and evaluation images must be disjoint")
+        else:
+            warn("no evaluation images (eval_images / --eval-images): the files are verified against the "
+                 "integer reference, but no accuracy is measured")
+    if evals:
+        sets[-1].check_labels(n)  # the evaluation images' labels must be classes of the model (calibration needs none)
+    names, labels_source = _class_names(labels, synset_words, sets, n, default_words=words)
+    if labels_source == "generated":
+        warn(f"no class names: the files name the {n} classes class_0 ... class_{n - 1}; pass a labels file "
+             "(one name per line, labels=/--labels)")
+    calib = calib[:calib_limit] if calib_limit else calib
+    evals = evals[:eval_limit] if eval_limit else evals
+    if not calib:
+        raise DataError("no calibration images selected; give more images or a larger calibration fraction")
+    labelled = bool(evals) and all(i.label >= 0 for i in evals)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calib_out.mkdir(parents=True, exist_ok=True)
+
+    # ---- calibrate and quantize
+    from .model import SqueezeNet
+    from .pipeline import calibrate_and_quantize
+
+    model = SqueezeNet.from_params(model_arch, loaded.params)
+    import inspect  # TEMP until pipeline has on_pass
+    if "on_pass" in inspect.signature(calibrate_and_quantize).parameters:
+        kw = {"on_pass": on_pass}
+    else:
+        kw = {"progress": (lambda k, _c=[0]: (_c.__setitem__(0, _c[0] + k), on_pass and on_pass("calibrate", _c[0], 2 * len(calib))))}
+    qm, _, quantized_fp32 = stages.run("calibrate and quantize", lambda: calibrate_and_quantize(
+        model, calib, options, labels=names, **kw))
+    stem = f"{model_arch.name}-{options.scheme.value}" + (f"-w{options.weight_bits}" if options.weight_bits != 8 else "")
+    qjson, _ = qm.save(calib_out / stem)
+
+    # ---- images for verification and evaluation, decoded once
+    pixels = stages.run("read evaluation images", lambda: _pixels(evals, model_arch.preprocess, on_pass, "read evaluation images"))
+    verify = pixels[:verify_images] if len(pixels) else _pixels(calib[:verify_images], model_arch.preprocess, None, "")
+
+    # ---- export: every INT8 file verified against the integer reference before it is in place
+    files = stages.run("export", lambda: _export(model_arch, model, qm, names, formats, target, out_dir, stem, verify))
+
+    # ---- accuracy through the written INT8 file (it equals the integer reference: verified above)
+    evaluation = None
+    if len(pixels):
+        evaluation = stages.run("evaluate", lambda: _evaluate(model, files, pixels, evals, labelled, on_pass))
+    sq: dict[str, float] = {}
+    if sqnr_images and evals:
+        from .evaluate import per_layer_sqnr
+
+        sq = stages.run("per-layer SQNR", lambda: per_layer_sqnr(quantized_fp32, qm, evals[:sqnr_images]))
+
+    report_path = out_dir / f"{stem}-report.json"
+    result = QuantizeResult(
+        arch=model_arch.name, num_classes=n, labels=tuple(names), labels_source=labels_source,
+        arch_source=arch_source,
+        preprocess=model_arch.preprocess, options=options, calibration_images=len(calib), files=tuple(files),
+        qparams=Path(qjson), report=report_path, evaluation=evaluation, sqnr_db=sq, stages=tuple(stages.done),
+        warnings=tuple(warnings))
+    _write_report(result, weights, [s.source for s in sets])
+    return result
+
+
+def _read_weights(weights, arch, download):
+    from .weights import read_weights
+
+    return read_weights(weights, arch=arch, download=download)
+
+
+def _with_preprocess(arch: Arch, **overrides) -> Arch:
+    given = {k: v for k, v in overrides.items() if v is not None and k != "norm_scale"}
+    if not given:
+        return arch
+    pre = override_preprocess(arch.preprocess, **given, norm_scale=overrides.get("norm_scale"))
+    out = arch.with_preprocess(pre)
+    try:
+        out.shapes()
+        ok = all(c > 0 and h > 0 for c, h, _ in out.shapes().values())
+    except (ValueError, ZeroDivisionError):
+        ok = False
+    if not ok:
+        raise OptionError(f"input size {pre.crop} is too small for {arch.name}: a layer would have no pixels left; "
+                          "use a larger input_size/--input-size")
+    return out
+
+
+def _open(source, words):
+    from .imagesets import open_images
+
+    return open_images(source, synset_words=words)
+
+
+def _class_names(labels, synset_words, sets, n: int, *, default_words) -> tuple[tuple[str, ...], str]:
+    """(names, where they came from); a count that differs from the model's outputs is an error."""
+    from .data import read_class_names
+    from .imagesets import read_label_lines
+
+    if labels is not None:
+        if isinstance(labels, (str, os.PathLike)):
+            names, source = read_label_lines(labels), str(labels)
+        else:
+            names, source = tuple(str(s) for s in labels), "given list"
+        if len(names) != n:
+            raise DataError(f"{source}: {len(names)} class names, but the model gives {n} classes; give one name "
+                            f"per line for each of the {n} classes, in class-index order")
+        return tuple(names), source
+    if synset_words is not None:
+        names = tuple(read_class_names(synset_words))
+        if len(names) != n:
+            raise DataError(f"{synset_words}: {len(names)} class names, but the model gives {n} classes; "
+                            f"give a labels file with {n} lines")
+        return names, str(synset_words)
+    for s in sets:
+        carried = s.names_for(n)
+        if carried is not None:
+            return tuple(carried), f"{s.source} ({s.layout.value})"
+    if n == 1000 and default_words is not None:  # an ImageNet-1k model
+        return tuple(read_class_names(default_words)), str(default_words)
+    return tuple(f"class_{i}" for i in range(n)), "generated"
+
+
+def _pixels(items, pre: Preprocess, on_pass: OnPass | None, name: str) -> np.ndarray:
+    from .data import load_image, to_uint8_input
+
+    out = np.empty((len(items), pre.crop, pre.crop, 3), np.uint8)
+    for k, it in enumerate(items):
+        if on_pass and k % 32 == 0:
+            on_pass(name, k, len(items))
+        out[k] = to_uint8_input(load_image(it.path), pre)
+    if on_pass and len(items):
+        on_pass(name, len(items), len(items))
+    return out
+
+
+def _export(arch, model, qm, names, formats, target, out_dir: Path, stem: str, verify) -> list[WrittenFile]:
+    from .metadata import ModelMetadata
+
+    meta_fp32 = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=tuple(names), scheme="fp32")
+    files: list[WrittenFile] = []
+    params = model.numpy_params()
+    if "onnx" in formats:
+        from .export.onnx import to_onnx, to_onnx_fp32
+
+        p = to_onnx_fp32(arch, params, out_dir / f"{arch.name}-fp32.onnx", metadata=meta_fp32)
+        files.append(WrittenFile(p, p.stat().st_size, "onnx", "fp32", "fp32"))
+        r = to_onnx(qm, out_dir / f"{stem}-int8.onnx", target=target, verify_images=verify)
+        files.append(WrittenFile(r.path, r.bytes, "onnx", "int8", f"int8 ({target.value})", r.lsb_match,
+                                 r.top1_agreement))
+    if "tflite" in formats:
+        from .export.tflite import to_tflite, to_tflite_fp32
+
+        r = to_tflite_fp32(arch, params, out_dir / f"{arch.name}-fp32.tflite", metadata=meta_fp32)
+        files.append(WrittenFile(r.path, r.bytes, "tflite", "fp32", "fp32"))
+        r = to_tflite(qm, out_dir / f"{stem}-int8.tflite", verify_images=verify)
+        files.append(WrittenFile(r.path, r.bytes, "tflite", "int8", "int8", r.lsb_match, r.top1_agreement))
+    return files
+
+
+def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: OnPass | None) -> Evaluation:
+    """FP32 (torch) and the INT8 file (its runtime: ONNX first, it runs a batch at once) on
+    the same decoded pixels."""
+    import torch
+
+    from .data import normalize
+    from .evaluate import compare
+    from .metrics import accuracy
+    from .runtime import Classifier
+
+    pre = model.arch.preprocess
+    labels = np.array([i.label for i in evals])
+    fp, batch = [], 32
+    with torch.no_grad():
+        for k in range(0, len(pixels), batch):
+            if on_pass:
+                on_pass("evaluate fp32", k, len(pixels))
+            fp.append(model(torch.from_numpy(normalize(pixels[k:k + batch], pre))).numpy())
+    if on_pass:
+        on_pass("evaluate fp32", len(pixels), len(pixels))
+    fp_scores = np.concatenate(fp)
+    int8 = sorted((f for f in files if f.kind == "int8"), key=lambda f: f.format != "onnx")[0]
+    clf = Classifier.load(int8.path)
+    name = f"int8 ({int8.path.name})"
+    q = []
+    for k in range(0, len(pixels), batch):
+        if on_pass:
+            on_pass(f"evaluate {int8.path.name}", k, len(pixels))
+        q.append(clf.logits(pixels[k:k + batch]))
+    if on_pass:
+        on_pass(f"evaluate {int8.path.name}", len(pixels), len(pixels))
+    base = accuracy("fp32", fp_scores, labels)
+    c = compare(name, np.concatenate(q), fp_scores, labels, base)
+    return Evaluation(len(pixels), labelled, base, c, int8.path, f"{clf.backend.value} {clf.runtime_version}")
+
+
+def _write_report(r: QuantizeResult, weights, sources) -> None:
+    from .export.files import atomic_output
+
+    opts = r.options
+    doc = {
+        "arch": r.arch, "weights": str(weights), "num_classes": r.num_classes, "labels_source": r.labels_source,
+        "arch_source": r.arch_source,
+        "images": [str(s) for s in sources], "calibration_images": r.calibration_images,
+        "preprocess": r.preprocess.to_dict(),
+        "options": {"scheme": opts.scheme.value, "method": opts.method.value, "bias_correction": opts.bias_correction,
+                    "equalize": opts.equalize, "empirical_bias_correction": opts.empirical_bias_correction,
+                    "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits},
+        "qparams": str(r.qparams), "files": [f.to_dict() for f in r.files],
+        "stages": [s.to_dict() for s in r.stages], "warnings": list(r.warnings),
+    }
+    if r.evaluation is not None:
+        e = r.evaluation
+        doc["evaluation"] = {"images": e.images, "labelled": e.labelled, "model_file": str(e.model_file),
+                             "runtime": e.runtime}
+        doc["accuracy"] = [e.fp32.to_dict(), e.int8.to_dict()]
+    if r.sqnr_db:
+        doc["sqnr_db"] = r.sqnr_db
+    with atomic_output(r.report) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+__all__ = ["Evaluation", "QuantizeResult", "Stage", "WrittenFile", "quantize"]
