@@ -333,7 +333,7 @@ def test_corrupt_onnx_files_raise_model_file_error(tiny, tmp_path):
         Classifier.load(tmp_path / "png.onnx")
     with pytest.raises(ModelFileError, match="empty"):
         Classifier.load(tmp_path / "empty.onnx")
-    with pytest.raises(ModelFileError, match="no such model file"):
+    with pytest.raises(ModelFileError, match="missing.onnx: not found"):
         Classifier.load(tmp_path / "missing.onnx")
     with pytest.raises(ModelFileError, match="folder"):
         Classifier.load(tmp_path)
@@ -579,8 +579,8 @@ def test_cli_classify_goes_on_after_a_bad_image(tiny, images, capsys):
     good, broken = images
     rc = main(["classify", str(tiny[3]["int8.tflite"]), str(broken), str(good[0]), str(broken.parent / "missing.png")])
     cap = capsys.readouterr()
-    assert rc == 1
-    assert "broken.jpg" in cap.err and "missing.png" in cap.err and "Traceback" not in cap.err
+    assert rc == 2  # every user error is exit code 2; the good image still printed
+    assert "broken.jpg" in cap.err and "missing.png: not found" in cap.err and "Traceback" not in cap.err
     assert str(good[0]) in cap.out and "critter" in cap.out
 
 
@@ -588,7 +588,7 @@ def test_cli_classify_json(tiny, images, capsys):
     good, broken = images
     rc = main(["classify", str(tiny[3]["int8-arm.onnx"]), str(good[0]), str(broken), "--json", "--top-k", "2"])
     doc = json.loads(capsys.readouterr().out)
-    assert rc == 1 and doc["backend"] == "onnxruntime"
+    assert rc == 2 and doc["backend"] == "onnxruntime"
     ok, bad = doc["results"]
     assert len(ok["top"]) == 2 and ok["top"][0]["label"] in LABELS and ok["top"][0]["score"] >= ok["top"][1]["score"]
     assert "broken.jpg" in bad["error"]
@@ -639,7 +639,7 @@ def test_cli_bench_rejects_bad_options(tiny, capsys):
         main(["bench", str(tiny[3]["int8.tflite"]), "--runs", "0"])
     assert e.value.code == 2
     assert main(["bench", str(tiny[3]["int8.tflite"]) + ".missing", "--runs", "1", "--no-rss"]) == 2
-    assert "no such model file" in capsys.readouterr().err
+    assert ".missing: not found" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- eval --models on real data

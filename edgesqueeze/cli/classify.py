@@ -18,7 +18,9 @@ CLASSIFY_EXAMPLES = """examples:
 """
 
 def cmd_classify(args) -> int:
-    """Top-k classes of each image; an unreadable image is an error line, the others still run."""
+    """Top-k classes of each image. An unreadable image is an error line on stderr (and an
+    "error" entry with --json) while the others still run and print; the exit code is then 2,
+    the code of every user error (run_command), as for a bad model file."""
     from ..data import load_image
     from ..errors import DataError
     from ..runtime import Classifier
@@ -47,7 +49,7 @@ def cmd_classify(args) -> int:
         print(json.dumps({"model": str(clf.path), "backend": clf.backend.value,
                           "runtime_version": clf.runtime_version, "threads": clf.threads,
                           "results": results}, indent=2))
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 
 def cmd_pack(args) -> int:
