@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from edgesqueeze.errors import DataError, OptionError
+from edgesqueeze.graph import OpKind
+from edgesqueeze.quant import kernels
 from edgesqueeze.quant.empirical import empirical_bias_correction
 from edgesqueeze.quant.quantize import quantize_model
-from edgesqueeze.quant.reference import Requant, _run, run_int8
+from edgesqueeze.quant.reference import run_int8
 
 from test_quant import float_forward, minmax_ranges, smooth_pixels, tiny_arch, tiny_params
 
@@ -31,16 +33,18 @@ def setup():
 
 
 def int8_preact_means(qm, pixels):
-    """Per-conv mean accumulator of the integer model, dequantized (acc * s_in * s_w)."""
+    """Per-conv mean accumulator of the integer model, dequantized (acc * s_in * s_w), from
+    every conv's accumulators computed on its kept int8 input."""
+    run = run_int8(qm, pixels, keep=True)
     out = {}
-
-    def hook(node, conv, accs):
-        acc_scale = np.float64(np.float32(qm.tensors[conv.input].scale) * conv.weight_scale)
-        total = sum(a.sum(axis=(0, 1, 2), dtype=np.int64) for a in accs)
-        out[node.name] = total / sum(a.shape[0] * a.shape[1] * a.shape[2] for a in accs) * acc_scale
-        return None
-
-    _run(qm, pixels, Requant.FLOAT32, conv_hook=hook, chunk=5)
+    for n in qm.nodes:
+        if n.kind is OpKind.CONV:
+            c = qm.convs[n.name]
+            p = n.conv.pad
+            acc = kernels.conv2d_accumulate(run.tensors[n.inputs[0]], qm.tensors[c.input].zero_point, c.weight,
+                                            c.bias, stride=n.conv.stride, padding=(p, p, p, p))
+            acc_scale = np.float64(np.float32(qm.tensors[c.input].scale) * c.weight_scale)
+            out[n.name] = acc.sum(axis=(0, 1, 2), dtype=np.int64) / (acc.size // acc.shape[-1]) * acc_scale
     return out
 
 

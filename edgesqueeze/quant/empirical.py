@@ -23,11 +23,22 @@ mostly inherited from the layers before it, which are being corrected too.
 The integer arithmetic is the integer reference's own (reference._run), so what is corrected is
 exactly what the exported files compute. numpy only; the FP32 means come from
 `pipeline.preactivation_means` (torch).
+
+Streaming. The correction of a conv needs the mean of its int32 accumulator over all images,
+and that mean needs no accumulator at all: sum_{n,p} acc[n, p, o] = count * bias[o] +
+sum_k w[o, k] * S[k], where S[k] is the sum over images and output positions of the input tap
+k = (kh, kw, c) of the patch, zero point subtracted (padded taps add 0). S comes from one pass
+over the int8 input (its per-position sum over images, then a strided window sum per tap), in
+int64, so the mean is the same integer the accumulators would sum to. The conv then runs once,
+chunk by chunk, with its corrected bias; only int8 outputs are kept, as in run_int8 (about
+300 MB for 194 images of v1.0 at 227 x 227 instead of every int32 accumulator of a layer at
+once: 0.9 GB for conv1).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 
@@ -37,19 +48,52 @@ from .params import QConv, QuantizedModel
 from .reference import Requant, _run
 
 
+def tap_sums(x: np.ndarray, zero_point: int, kernel: tuple[int, int], stride: int, pad: int,
+             out_hw: tuple[int, int]) -> np.ndarray:
+    """int64 (kh, kw, C): for each tap of the conv's patch, the sum over all images and output
+    positions of x - zero_point at that tap (padding contributes 0). `x`: integer NHWC."""
+    n, h, w, c = x.shape
+    plane = np.zeros((h, w, c), np.int64)
+    for i in range(0, n, 64):  # int64 copies of 64 images at most
+        plane += x[i:i + 64].sum(axis=0, dtype=np.int64)
+    plane -= n * int(zero_point)
+    kh, kw = kernel
+    oh, ow = out_hw
+    out = np.zeros((kh, kw, c), np.int64)
+    for a in range(kh):
+        rows = _taps(a, pad, stride, oh, h)
+        for b in range(kw):
+            cols = _taps(b, pad, stride, ow, w)
+            out[a, b] = plane[rows][:, cols].sum(axis=(0, 1))
+    return out
+
+
+def _taps(offset: int, pad: int, stride: int, out: int, size: int) -> slice:
+    """The input rows (or columns) that tap `offset` reads over the `out` output positions:
+    offset - pad + stride * p for p in [0, out), those inside [0, size)."""
+    first = offset - pad
+    lo = first if first >= 0 else first + stride * (-(first // stride))  # first index >= 0
+    hi = min(size, first + stride * (out - 1) + 1)
+    return slice(lo, max(lo, hi), stride)
+
+
 def empirical_bias_correction(
     qm: QuantizedModel,
     pixels: np.ndarray,
     fp32_means: dict[str, np.ndarray],
     *,
-    chunk: int = 16,
+    chunk: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[QuantizedModel, dict[str, float]]:
     """(corrected model, {conv name: mean |shift| in accumulator steps}).
 
     `pixels`: uint8 (N, S, S, 3) calibration pixels (never evaluation images); `fp32_means`:
     {conv name: per-channel mean of the FP32 conv output before its ReLU} on the same images,
     of the same (after equalization: the equalized) FP32 model that `qm` was quantized from.
-    Needs N * (largest int8 feature map) bytes: ~230 MB for 194 images of v1.0."""
+    `chunk`: images per conv computation (default: by size, reference._run); the result does
+    not depend on it. `progress(done, total)`: multiply-accumulates of the integer convs done,
+    after every chunk. Memory: the int8 activations of all images of about two layers at once
+    (module doc)."""
     if not isinstance(qm, QuantizedModel):
         raise OptionError(f"empirical_bias_correction takes a QuantizedModel, got {type(qm).__name__}")
     pixels = np.asarray(pixels)
@@ -62,13 +106,17 @@ def empirical_bias_correction(
     convs = dict(qm.convs)
     shifts: dict[str, float] = {}
 
-    def hook(node: Node, conv: QConv, accs: list[np.ndarray]) -> np.ndarray:
-        total = sum(a.sum(axis=(0, 1, 2), dtype=np.int64) for a in accs)
-        count = sum(a.shape[0] * a.shape[1] * a.shape[2] for a in accs)
+    def correct(node: Node, conv: QConv, x: np.ndarray) -> QConv:
         fp = np.asarray(fp32_means[node.name], np.float64)
         if fp.shape != (conv.bias.shape[0],) or not np.isfinite(fp).all():
             raise OptionError(f"FP32 means of {node.name}: need {conv.bias.shape[0]} finite values, "
                               f"got shape {fp.shape}")
+        o, kh, kw, _ = conv.weight.shape
+        s, p = node.conv.stride, node.conv.pad
+        oh, ow = (x.shape[1] + 2 * p - kh) // s + 1, (x.shape[2] + 2 * p - kw) // s + 1
+        taps = tap_sums(x, qm.tensors[conv.input].zero_point, (kh, kw), s, p, (oh, ow))
+        count = x.shape[0] * oh * ow
+        total = conv.weight.reshape(o, -1).astype(np.int64) @ taps.reshape(-1) + count * conv.bias.astype(np.int64)
         # the bias is in accumulator units: scale s_in * s_w[c] (float32, as the runtimes derive it)
         acc_scale = np.float32(qm.tensors[conv.input].scale) * conv.weight_scale.astype(np.float32)
         delta = np.rint(total / count - fp / acc_scale.astype(np.float64)).astype(np.int64)
@@ -78,10 +126,9 @@ def empirical_bias_correction(
                               "calibrate on more images or turn empirical bias correction off")
         convs[node.name] = replace(conv, bias=bias.astype(np.int32))
         shifts[node.name] = float(np.abs(delta).mean())
-        return delta
+        return convs[node.name]
 
-    # _run reads qm.convs for each node as it reaches it; the hook replaces that node's conv in
-    # `convs`, and the accumulators it returns are shifted by the same delta, so the layers
-    # after it run on the corrected outputs.
-    _run(qm, pixels, Requant.FLOAT32, conv_hook=hook, chunk=chunk)
+    # _run calls `correct` at each conv, in graph order, with the conv's input over all images
+    # as computed by the convs before it, already corrected
+    _run(qm, pixels, Requant.FLOAT32, before_conv=correct, chunk=chunk, progress=progress)
     return replace(qm, convs=convs), shifts

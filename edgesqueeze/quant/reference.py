@@ -54,16 +54,45 @@ def pixels_to_int8(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.int16) - 128).astype(np.int8)
 
 
-def _requantize(acc: np.ndarray, conv, tensors, zp: int, qmin: int, how: Requant) -> np.ndarray:
-    if how is Requant.FLOAT32:
-        return kernels.requantize_fp32(acc, conv.real_multiplier(tensors), zp, qmin, 127, np.int8)
-    mult, shift = kernels.quantize_multiplier(conv.real_multiplier(tensors, dtype=np.float64))
-    return kernels.requantize(acc, mult, shift, zp, qmin, 127, np.int8)
+# Requantization runs on blocks of this many accumulators: its int64 and float32 temporaries
+# then stay in cache. On a whole batch (conv1: 1.2 M values per image) they are hundreds of MB
+# and the elementwise passes ran 3x slower (measured on conv1's accumulators, 2 cores).
+_REQUANT_BLOCK = 1 << 18
+# Images per conv chunk: about this many int32 accumulators exist at once.
+_ACC_BUDGET = 1 << 22
 
 
-# conv_hook(node, conv, accs) -> per-channel int64 delta to subtract from the accumulator (and
-# from the bias), or None; `accs` are the int32 accumulators of the batch, in chunks.
-ConvHook = Callable[[Node, QConv, list], "np.ndarray | None"]
+class _Requantizer:
+    """One conv's requantization, its per-channel constants computed once."""
+
+    def __init__(self, conv: QConv, tensors, zp: int, qmin: int, how: Requant):
+        self.zp, self.qmin, self.how = zp, qmin, how
+        if how is Requant.FLOAT32:
+            self.scale = conv.real_multiplier(tensors)
+        else:
+            self.mult, self.shift = kernels.quantize_multiplier(conv.real_multiplier(tensors, dtype=np.float64))
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        """int8 outputs of int32 accumulators (..., O), block by block (the same values as in
+        one call: every output depends on its own accumulator alone)."""
+        flat = acc.reshape(-1, acc.shape[-1])
+        out = np.empty(flat.shape, np.int8)
+        rows = max(1, _REQUANT_BLOCK // flat.shape[1])
+        for i in range(0, len(flat), rows):
+            block = flat[i:i + rows]
+            if self.how is Requant.FLOAT32:
+                out[i:i + rows] = kernels.requantize_fp32(block, self.scale, self.zp, self.qmin, 127, np.int8)
+            else:
+                out[i:i + rows] = kernels.requantize(block, self.mult, self.shift, self.zp, self.qmin, 127, np.int8)
+        return out.reshape(acc.shape)
+
+
+# before_conv(node, conv, x) -> the QConv to run (or None: `conv` as it is). It sees the conv's
+# whole int8 input `x` (all images) before anything of the conv is computed; empirical bias
+# correction (quant/empirical.py) returns the conv with its bias corrected there.
+BeforeConv = Callable[[Node, QConv, np.ndarray], "QConv | None"]
+# progress(done, total): multiply-accumulates of the convs computed so far, of all of them
+WorkProgress = Callable[[int, int], None]
 
 
 def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str = Requant.FLOAT32,
@@ -72,52 +101,152 @@ def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str =
     return _run(qm, pixels, parse_enum(Requant, requant, "requant"), keep=keep)
 
 
+def _conv_out_shape(node: Node, conv: QConv, x_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    n, h, w, _ = x_shape
+    o, kh, kw, _ = conv.weight.shape
+    s, p = node.conv.stride, node.conv.pad
+    return n, (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1, o
+
+
+def _shapes(qm: QuantizedModel, nodes, shape) -> dict[str, tuple[int, ...]]:
+    """The NHWC shape of every tensor for an input batch of `shape` (N, S, S, 3)."""
+    sizes = {INPUT: tuple(shape)}
+    for n in nodes:
+        if n.kind is OpKind.CONV:
+            sizes[n.name] = _conv_out_shape(n, qm.convs[n.name], sizes[n.inputs[0]])
+        elif n.kind is OpKind.MAXPOOL:
+            b, h, w, c = sizes[n.inputs[0]]
+            sizes[n.name] = (b, kernels.pool_output_size(h, n.kernel, n.stride, n.ceil_mode),
+                             kernels.pool_output_size(w, n.kernel, n.stride, n.ceil_mode), c)
+        elif n.kind is OpKind.CONCAT:
+            parts = [sizes[i] for i in n.inputs]
+            sizes[n.name] = (*parts[0][:3], sum(p[3] for p in parts))
+        elif n.kind is OpKind.ADD:
+            sizes[n.name] = sizes[n.inputs[0]]
+    return sizes
+
+
+def conv_macs(qm: QuantizedModel, pixels_shape: tuple[int, ...]) -> dict[str, int]:
+    """{conv name: multiply-accumulates} for an input batch of `pixels_shape` (N, S, S, 3)."""
+    nodes = qm.nodes
+    sizes = _shapes(qm, nodes, pixels_shape)
+    out = {}
+    for n in nodes:
+        if n.kind is OpKind.CONV:
+            _, oh, ow, o = sizes[n.name]
+            out[n.name] = sizes[n.name][0] * oh * ow * qm.convs[n.name].weight[0].size * o
+    return out
+
+
+def _mean_logits(q: np.ndarray, p) -> np.ndarray:
+    """The head: int8 (N, H, W, C) dequantized and averaged over H, W in float (module doc)."""
+    q = q.astype(np.int64) - p.zero_point
+    hw = q.shape[1] * q.shape[2]
+    return (q.sum(axis=(1, 2)) * (p.scale / hw)).astype(np.float32)
+
+
 def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = False,
-         conv_hook: ConvHook | None = None, chunk: int | None = None) -> IntRun:
-    """run_int8, plus what empirical bias correction (quant/empirical.py) needs: the conv
-    accumulators computed `chunk` images at a time (so a large batch's int32 maps never exist
-    at once) and shown to `conv_hook`, which may shift them per channel before requantization."""
+         before_conv: BeforeConv | None = None, chunk: int | None = None,
+         progress: WorkProgress | None = None) -> IntRun:
+    """run_int8, plus what empirical bias correction (quant/empirical.py) needs: `before_conv`,
+    and `progress` after every chunk of images of every conv.
+
+    Memory: a conv runs `chunk` images at a time (default: as many as make about _ACC_BUDGET
+    int32 accumulators) and only int8 results are kept. Without `keep`, a tensor is dropped
+    after its last reader, and a conv whose only reader is a max pool, a concat or the mean
+    hands each chunk straight on: pooled (its full-size output never exists), written into its
+    channels of the concat (no copy), or averaged into the logits. Every value is computed as
+    in plain node-by-node order: each depends on its own image alone."""
     if pixels.ndim == 3:
         pixels = pixels[None]
     s = qm.arch.input_size
     if pixels.shape[1:] != (s, s, 3):
         raise DataError(f"input shape {pixels.shape[1:]} is not ({s}, {s}, 3); resize/crop with data.to_uint8_input")
     t = qm.tensors
+    nodes = qm.nodes
+    count = len(pixels)
     env: dict[str, np.ndarray] = {INPUT: pixels_to_int8(pixels)}
     logits = None
-    nodes = qm.nodes
-    step = chunk or len(pixels)
     # the last node that reads each tensor: past it the tensor is dropped (peak memory stays
     # at a few feature maps) unless `keep` asks for all of them
     last_use = {i: k for k, n in enumerate(nodes) for i in n.inputs}
+    readers: dict[str, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    sizes = _shapes(qm, nodes, pixels.shape)
+    macs = conv_macs(qm, pixels.shape)
+    total, done = sum(macs.values()), 0
+    # channel offset of each conv output inside the concat that is its only reader
+    concat_at = {}
+    for n in nodes:
+        if n.kind is OpKind.CONCAT and not keep:
+            at = 0
+            for i in n.inputs:
+                if i in qm.convs and len(readers[i]) == 1:
+                    concat_at[i] = (n.name, at)
+                at += sizes[i][3]
+    fused: set[str] = set()  # pools and the mean, computed chunk by chunk with their conv
     for k, n in enumerate(nodes):
-        if n.kind is OpKind.CONV:
+        if n.name in fused:
+            pass
+        elif n.kind is OpKind.CONV:
             c = qm.convs[n.name]
             x = env[n.inputs[0]]
-            p = n.conv.pad
-            accs = [kernels.conv2d_accumulate(x[i:i + step], t[c.input].zero_point, c.weight, c.bias,
-                                              stride=n.conv.stride, padding=(p, p, p, p))
-                    for i in range(0, len(x), step)]
-            delta = conv_hook(n, c, accs) if conv_hook is not None else None
-            if delta is not None:
-                accs = [(a - delta).astype(np.int32) for a in accs]
+            if before_conv is not None:
+                c = before_conv(n, c, x) or c
             zp = t[n.name].zero_point
-            qmin = max(zp, -128) if n.relu else -128
-            outs = [_requantize(a, c, t, zp, qmin, how) for a in accs]
-            env[n.name] = outs[0] if len(outs) == 1 else np.concatenate(outs)
+            requantize = _Requantizer(c, t, zp, max(zp, -128) if n.relu else -128, how)
+            after = readers.get(n.name, [])
+            then = after[0] if len(after) == 1 and not keep and after[0].kind in (OpKind.MAXPOOL, OpKind.MEAN) else None
+            if then is not None:
+                fused.add(then.name)
+            if n.name in concat_at:
+                name, at = concat_at[n.name]
+                if name not in env:
+                    env[name] = np.empty(sizes[name], np.int8)
+                out = env[name][..., at:at + sizes[n.name][3]]
+            elif then is not None and then.kind is OpKind.MAXPOOL:
+                out = env[then.name] = np.empty(sizes[then.name], np.int8)
+            elif then is not None:
+                out = logits = np.empty((count, sizes[n.name][3]), np.float32)
+            else:
+                out = env[n.name] = np.empty(sizes[n.name], np.int8)
+            p = n.conv.pad
+            per_image = macs[n.name] // count
+            step = chunk or max(1, _ACC_BUDGET // (sizes[n.name][1] * sizes[n.name][2] * sizes[n.name][3]))
+            for i in range(0, count, step):
+                acc = kernels.conv2d_accumulate(x[i:i + step], t[c.input].zero_point, c.weight, c.bias,
+                                                stride=n.conv.stride, padding=(p, p, p, p))
+                q = requantize(acc)
+                del acc
+                if then is None:
+                    out[i:i + len(q)] = q
+                elif then.kind is OpKind.MAXPOOL:
+                    out[i:i + len(q)] = kernels.max_pool(q, kernel=then.kernel, stride=then.stride,
+                                                         ceil_mode=then.ceil_mode)
+                else:
+                    out[i:i + len(q)] = _mean_logits(q, t[n.name])
+                done += per_image * len(q)
+                if progress is not None:
+                    progress(done, total)
         elif n.kind is OpKind.MAXPOOL:
             env[n.name] = kernels.max_pool(env[n.inputs[0]], kernel=n.kernel, stride=n.stride, ceil_mode=n.ceil_mode)
         elif n.kind is OpKind.CONCAT:
-            env[n.name] = np.concatenate([env[i] for i in n.inputs], axis=-1)
+            if n.name not in env:
+                env[n.name] = np.concatenate([env[i] for i in n.inputs], axis=-1)
+            else:  # its convs wrote their channels; copy the inputs that are not theirs
+                at = 0
+                for i in n.inputs:
+                    if i not in concat_at:
+                        env[n.name][..., at:at + sizes[i][3]] = env[i]
+                    at += sizes[i][3]
         elif n.kind is OpKind.ADD:
             a, b = (kernels.dequantize(env[i], t[i].scale, t[i].zero_point) for i in n.inputs)
             out = t[n.name]
             env[n.name] = kernels.quantize(a + b, out.scale, out.zero_point, np.int8)
         elif n.kind is OpKind.MEAN:
-            src = n.inputs[0]
-            q = env[src].astype(np.int64) - t[src].zero_point
-            hw = q.shape[1] * q.shape[2]
-            logits = (q.sum(axis=(1, 2)) * (t[src].scale / hw)).astype(np.float32)
+            logits = _mean_logits(env[n.inputs[0]], t[n.inputs[0]])
         if not keep:
             for i in n.inputs:
                 if last_use[i] == k:
