@@ -475,15 +475,20 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
     if r.sqnr_db:
         doc["sqnr_db"] = r.sqnr_db
     with atomic_output(r.report) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
 
 
-def _json_default(o):
+def _plain(o):
+    """JSON-ready: numpy scalars as Python numbers, NaN/inf (no labels: no accuracy) as null."""
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+        o = o.item()
     if isinstance(o, float) and not np.isfinite(o):
         return None
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+    return o
 
 
 __all__ = ["Evaluation", "QuantizeResult", "Stage", "WrittenFile", "quantize"]
