@@ -308,7 +308,8 @@ def quantize(
     if sqnr_images and evals:
         from .evaluate import per_layer_sqnr
 
-        sq = stages.run("per-layer SQNR", lambda: per_layer_sqnr(quantized_fp32, qm, evals[:sqnr_images]))
+        sq = stages.run("per-layer SQNR", lambda: per_layer_sqnr(quantized_fp32, qm, evals[:sqnr_images],
+                                                                 batch_size=4))
 
     report_path = out_dir / f"{stem}-report.json"
     result = QuantizeResult(
@@ -428,7 +429,7 @@ def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: 
 
     pre = model.arch.preprocess
     labels = np.array([i.label for i in evals])
-    fp, batch = [], 32
+    fp, batch = [], 8  # memory grows with the batch (v1.0's conv1 output is 4.7 MB per image in float32)
     with torch.no_grad():
         for k in range(0, len(pixels), batch):
             if on_pass:

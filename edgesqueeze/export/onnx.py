@@ -198,6 +198,7 @@ MAX_LOGIT_DIFF_LSB = 2.0  # max |logit - reference logit| in units of conv10's s
 SYNTHETIC_IMAGES = 16
 FILE_CHECK_IMAGES = 8  # the file itself runs these; its verification copy runs all of them
 SYNTHETIC_SEED = 20240605
+VERIFY_BATCH = 8  # images per onnxruntime run and per reference run during verification
 
 INTEGER_CONV_OPS = frozenset({"QLinearConv", "ConvInteger"})  # any domain (com.microsoft NHWC QLinearConv too)
 FLOAT_CONV_OPS = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose"})
@@ -574,8 +575,8 @@ def reference_outputs(qm: QuantizedModel, images: np.ndarray) -> tuple[np.ndarra
             return out
     head = head_tensor(qm)
     logits, heads = [], []
-    for i in range(0, len(images), 16):  # keep=True holds every tensor: a few images at a time
-        r = run_int8(qm, images[i:i + 16], keep=True)
+    for i in range(0, len(images), VERIFY_BATCH):  # keep=True holds every tensor: a few images at a time
+        r = run_int8(qm, images[i:i + VERIFY_BATCH], keep=True)
         logits.append(r.logits)
         heads.append(r.tensors[head])
     out = (np.concatenate(logits), np.concatenate(heads))
@@ -599,7 +600,12 @@ def verify_int8(qm: QuantizedModel, model, file: str | os.PathLike, target: Targ
     n_int, n_float, ops = optimized_conv_ops(optimized)
     vcopy, head_name = _with_head_output(model, qm, target)
     vsess = _session(ort, vcopy, target=target)
-    logits, v_head = vsess.run([OUTPUT, head_name], {PIXELS: images})
+    # a few images per run: onnxruntime's buffers grow with the batch (32 at once took ~0.5 GiB
+    # more than 8 for v1.0), and the answers do not depend on it
+    runs = [vsess.run([OUTPUT, head_name], {PIXELS: images[i:i + VERIFY_BATCH]})
+            for i in range(0, len(images), VERIFY_BATCH)]
+    logits = np.concatenate([r[0] for r in runs])
+    v_head = np.concatenate([r[1] for r in runs])
     # the file itself (whose optimized graph was checked above) must give the copy's logits
     few = images[:FILE_CHECK_IMAGES]
     file_logits = sess.run([OUTPUT], {PIXELS: few})[0]
