@@ -228,8 +228,6 @@ def read_file_bytes(path: Path, hint: str = MODEL_HINT) -> bytes:
     return data
 
 
-
-
 def format_of(path: Path, data: bytes) -> str:
     """'tflite' or 'onnx', from the bytes first (the TFL3 identifier), then the suffix."""
     suffix = path.suffix.lower()
@@ -243,6 +241,9 @@ def format_of(path: Path, data: bytes) -> str:
         return "onnx"
     raise ModelFileError(f"{path}: unknown model format (suffix {suffix or 'none'!r}, and the bytes are "
                          f"neither TFLite nor ONNX); {MODEL_HINT}")
+
+
+# ---------------------------------------------------------------- ONNX (protobuf)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -362,6 +363,7 @@ def check_onnx_scales(data: bytes) -> None:
                              "a scale must be positive and finite")
 
 
+# ---------------------------------------------------------------- metadata
 
 
 def parse_metadata(path: Path, text: str | None) -> ModelMetadata:
@@ -373,7 +375,6 @@ def parse_metadata(path: Path, text: str | None) -> ModelMetadata:
         return ModelMetadata.from_json(text, source=str(path))
     except DataError as e:
         raise ModelFileError(str(e)) from None
-
 
 
 # ---------------------------------------------------------------- describing
