@@ -22,12 +22,15 @@ the manifest's own checksum, the payload length (a truncated copy says how many 
 missing) and checksum, then the unpacked file's size and sha256. Any problem is a
 `BundleError` (a `ModelFileError`) naming the file and the fix; nothing else escapes.
 
-Codec "zsplit-xz" (the only one; the manifest names it so a later one can be added). 2/3 of the
-released v1.0's weights are pruned to exactly 0, and a general compressor spends bits telling
-those zeros apart from the values around them. The file's bytes are split, reversibly, into
+Codec "zsplit-xz" (the manifest names the codec). 2/3 of the released v1.0's weights are
+pruned to exactly 0, and a general compressor spends bits telling those zeros apart from the
+values around them. The file's bytes are split, reversibly, into
 
     bitmap   numpy.packbits(byte != 0)   (ceil(size / 8) bytes, most significant bit first)
     values   the nonzero bytes, in file order
+
+Codec "bsplit-xz" is the same split on another byte, the manifest's `split_byte`: the file's
+most frequent byte, 0x80 in an INT8 ONNX file for x86, whose uint8 weights store 0 as 128.
 
 and `bitmap + values` is one xz stream (LZMA2, preset 9 extreme, lc=0 lp=0 pb=0: int8 weights have
 no byte-to-byte context for the literal coder to use, so a context-free literal model adapts
@@ -80,8 +83,9 @@ BUNDLE_SUFFIX = ".esq"  # appended to the model's own name: model.tflite -> mode
 BUNDLE_SUFFIXES = (BUNDLE_SUFFIX,)
 FORMAT = "edgesqueeze-bundle"
 FORMAT_VERSION = 1
-CODEC = "zsplit-xz"
-CODECS = (CODEC,)
+CODEC = "zsplit-xz"  # the split byte is 0
+CODEC_BYTE = "bsplit-xz"  # the split byte is the manifest's "split_byte" (0x80 for uint8 weights)
+CODECS = (CODEC, CODEC_BYTE)
 
 _HEADER = struct.Struct("<8sI32s")  # magic, manifest length, sha256 of the manifest
 _MAX_MANIFEST = 1 << 20  # a manifest is a few hundred bytes; a larger length is a corrupt header
@@ -128,14 +132,21 @@ def _xz_filters(n: int) -> list[dict]:
              "lc": 0, "lp": 0, "pb": 0}]
 
 
-def _zsplit_encode(model: bytes) -> bytes:
+def split_byte(model: bytes) -> int:
+    """The byte the codec splits on: the file's most frequent byte (0 for int8 weights, whose
+    pruned zeros dominate; 0x80 for uint8 weights with zero point 128, where a pruned weight is
+    stored as 128)."""
+    return int(np.argmax(np.bincount(np.frombuffer(model, dtype=np.uint8), minlength=256)))
+
+
+def _zsplit_encode(model: bytes, background: int = 0) -> bytes:
     a = np.frombuffer(model, dtype=np.uint8)
-    nonzero = a != 0
+    nonzero = a != background
     stream = np.packbits(nonzero).tobytes() + a[nonzero].tobytes()
     return lzma.compress(stream, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=_xz_filters(len(stream)))
 
 
-def _zsplit_decode(payload: bytes, size: int, source: str) -> bytes:
+def _zsplit_decode(payload: bytes, size: int, source: str, background: int = 0) -> bytes:
     n_bitmap = (size + 7) // 8
     limit = n_bitmap + size  # the longest a valid stream can be (every byte nonzero)
     d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
@@ -148,9 +159,9 @@ def _zsplit_decode(payload: bytes, size: int, source: str) -> bytes:
     bits = np.unpackbits(np.frombuffer(stream[:n_bitmap], dtype=np.uint8), count=size).astype(bool) \
         if len(stream) >= n_bitmap else None
     values = np.frombuffer(stream[n_bitmap:], dtype=np.uint8)
-    if bits is None or int(bits.sum()) != len(values) or not values.all():
+    if bits is None or int(bits.sum()) != len(values) or (values == background).any():
         raise BundleError(f"{source}: the compressed model's bitmap and values do not match; {_FIX}")
-    out = np.zeros(size, dtype=np.uint8)
+    out = np.full(size, background, dtype=np.uint8)
     out[bits] = values
     return out.tobytes()
 
@@ -205,10 +216,12 @@ def pack_bytes(model: bytes, *, name: str, source: str | None = None) -> bytes:
     if len(model) >= _MAX_MODEL:
         raise ModelFileError(f"{source}: {len(model)} bytes is over the 2 GiB a model file can have")
     fmt, summary = _model_summary(model, source)
-    payload = _zsplit_encode(model)
+    background = split_byte(model)
+    payload = _zsplit_encode(model, background)
+    codec = {"codec": CODEC} if background == 0 else {"codec": CODEC_BYTE, "split_byte": background}
     manifest = json.dumps({
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "model_format": fmt,
-        "size": len(model), "sha256": hashlib.sha256(model).hexdigest(), "codec": CODEC,
+        "size": len(model), "sha256": hashlib.sha256(model).hexdigest(), **codec,
         "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "metadata": summary}, sort_keys=True).encode("utf-8")
     return _HEADER.pack(MAGIC, len(manifest), hashlib.sha256(manifest).digest()) + manifest + payload
@@ -239,7 +252,7 @@ def pack(model_path: str | os.PathLike, out_path: str | os.PathLike | None = Non
         if back != model or name != src.name:  # pragma: no cover - the codec is lossless
             raise ModelFileError(f"{out}: the bundle did not unpack to {src}; nothing was written")
     return BundleInfo(path=out, name=src.name, model_bytes=len(model), bundle_bytes=len(bundle),
-                      sha256=hashlib.sha256(model).hexdigest(), codec=CODEC)
+                      sha256=hashlib.sha256(model).hexdigest(), codec=CODEC if split_byte(model) == 0 else CODEC_BYTE)
 
 
 # ---------------------------------------------------------------- unpacking
@@ -315,7 +328,10 @@ def unpack_bytes(data: bytes, *, source: str) -> tuple[str, bytes]:
                           f"({start + want} expected, {len(data)} found); {_FIX}")
     if hashlib.sha256(payload).hexdigest() != m["payload_sha256"]:
         raise BundleError(f"{source}: the compressed model is corrupt (its sha256 does not match the manifest); {_FIX}")
-    model = _zsplit_decode(payload, m["size"], source)
+    background = m.get("split_byte") if m["codec"] == CODEC_BYTE else 0
+    if isinstance(background, bool) or not isinstance(background, int) or not 0 <= background <= 255:
+        raise BundleError(f"{source}: the manifest's split_byte {background!r} is not a byte value; {_FIX}")
+    model = _zsplit_decode(payload, m["size"], source, background)
     if len(model) != m["size"] or hashlib.sha256(model).hexdigest() != m["sha256"]:
         raise BundleError(f"{source}: the unpacked model does not match the manifest's size and sha256 "
                           f"({m['size']} bytes, sha256 {m['sha256'][:16]}...); {_FIX}")

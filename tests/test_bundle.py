@@ -74,7 +74,15 @@ def test_round_trip_is_exact_and_the_manifest_says_what_is_inside(tiny, packed, 
     assert B.unpack_bytes(data, source="b") == (name, model)
     m, _ = B.read_manifest(data, source="b")
     assert m["size"] == len(model) and m["sha256"] == hashlib.sha256(model).hexdigest()
-    assert m["codec"] == B.CODEC and m["format_version"] == 1
+    assert m["format_version"] == 1
+    # the split byte is the file's most frequent one: 0 for int8 weights, 0x80 for the x86 ONNX
+    # file's uint8 weights (zero point 128)
+    background = B.split_byte(model)
+    assert background == int(np.argmax(np.bincount(np.frombuffer(model, np.uint8), minlength=256)))
+    if background == 0:
+        assert m["codec"] == B.CODEC and "split_byte" not in m
+    else:
+        assert m["codec"] == B.CODEC_BYTE and m["split_byte"] == background
     assert m["model_format"] == name.rsplit(".", 1)[1]
     assert m["metadata"]["classes"] == 10 and m["metadata"]["scheme"] == "affine"
     assert m["metadata"]["input_size"] == 35
@@ -189,6 +197,18 @@ def test_an_empty_bundle_file_says_empty(tmp_path):
 
 
 # ---------------------------------------------------------------- packing and the CLI
+
+
+def test_split_byte_codec_round_trips_and_checks_its_byte(packed):
+    """An x86 ONNX file stores pruned weights as 128: the bundle splits on that byte."""
+    data = packed["int8.onnx"]
+    m, _ = B.read_manifest(data, source="b")
+    assert m["codec"] == B.CODEC_BYTE and m["split_byte"] == 128
+    for bad in (300, -1, "128", True, None):
+        with pytest.raises(ModelFileError, match="split_byte"):
+            B.unpack_bytes(reseal(data, lambda m, b=bad: m.update(split_byte=b)), source="b")
+    with pytest.raises(ModelFileError, match="bitmap and values"):  # the values hold the split byte itself
+        B.unpack_bytes(reseal(data, lambda m: m.update(split_byte=0)), source="b")
 
 
 def test_pack_writes_the_bundle_and_refuses_non_models(tiny, packed, tmp_path):
