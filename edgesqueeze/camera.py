@@ -62,7 +62,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .data import check_frame
-from .errors import DataError, EdgeSqueezeError, OptionError, run_command
+from .errors import DataError, EdgeSqueezeError, InferenceError, OptionError, run_command
 
 log = logging.getLogger("edgesqueeze.camera")
 
@@ -994,7 +994,7 @@ def run_loop(source: FrameSource, classifier, *, shadow: ShadowTracker | None = 
             t0 = clock()
             try:
                 classes = classifier.classify(got.image, top_k=TOP_K)
-            except DataError as e:  # the model refused the frame: bad, go on
+            except (DataError, InferenceError) as e:  # the model refused the frame or the runtime failed once: go on
                 counters.bad_frame(str(e))
                 continue
             infer_ms = float(getattr(classifier, "last_inference_ms", float("nan")))

@@ -294,6 +294,19 @@ def test_model_refusing_a_frame_is_a_bad_frame():
     assert summary.frames == 5 and summary.bad == 1 and summary.ok
 
 
+def test_a_runtime_failure_on_one_frame_is_a_bad_frame():
+    from edgesqueeze.errors import InferenceError
+
+    class FailsOnce(FakeClassifier):
+        def classify(self, frame, top_k=5):
+            if frame_value(frame) == 40:
+                raise InferenceError("fake: the runtime failed once")
+            return super().classify(frame, top_k)
+
+    summary, _ = run_collect(ScriptedSource(6), FailsOnce())
+    assert summary.frames == 5 and summary.bad == 1 and summary.ok
+
+
 def test_endless_bad_frames_stop_with_source_failed():
     summary, _ = run_collect(ScriptedSource(10**6, lambda i: None), FakeClassifier(), max_consecutive_bad=50)
     assert summary.frames == 0 and summary.bad == 50
