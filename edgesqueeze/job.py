@@ -361,6 +361,10 @@ def _class_names(labels, synset_words, sets, n: int, *, default_words) -> tuple[
             names, source = read_label_lines(labels), str(labels)
         else:
             names, source = tuple(str(s) for s in labels), "given list"
+            bad = [k for k, s in enumerate(names) if not s.strip() or "\n" in s or "\r" in s]
+            if bad:
+                raise DataError(f"class name {bad[0]} ({names[bad[0]]!r}) is empty or holds a line break; a labels "
+                                "file is one name per line, so every name must be one non-empty line")
         if len(names) != n:
             raise DataError(f"{source}: {len(names)} class names, but the model gives {n} classes; give one name "
                             f"per line for each of the {n} classes, in class-index order")

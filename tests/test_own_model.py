@@ -225,3 +225,7 @@ def test_python_api_returns_what_was_written(own, tmp_path):
         edgesqueeze.quantize(own / "own5.pth", own / "named.csv", formats=["pt"], out=tmp_path / "x")
     with pytest.raises(DataError, match="not found"):
         edgesqueeze.quantize(own / "own5.pth", tmp_path / "nowhere", out=tmp_path / "x")
+    for names in (["cat", "dog", "", "owl", "yak"], ["cat", "dog\nfox", "fox", "owl", "yak"]):
+        with pytest.raises(DataError, match="empty or holds a line break"):
+            edgesqueeze.quantize(own / "own5.pth", own / "named.csv", labels=names, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
