@@ -159,7 +159,7 @@ def test_metadata_round_trip(tiny_export):
     # the stdlib reader agrees with the schema's generated reader
     s, m = model_t(path)
     entries = {e.name.decode(): bytes(m.buffers[e.buffer].data) for e in m.metadata}
-    assert list(entries) == ["edgesqueeze"]
+    assert list(entries) == ["edgesqueeze", "TFLITE_METADATA"]  # the standard one: test_tflite_metadata.py
     assert entries["edgesqueeze"].decode() == md.to_json()
 
 

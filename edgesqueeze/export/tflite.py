@@ -4,7 +4,8 @@ The files are built directly with the TFLite flatbuffer schema (the generated bu
 `ai-edge-litert` ships as `ai_edge_litert.schema_py_generated`, packed by the `flatbuffers`
 package) from the lowered graph (`edgesqueeze.graph`) — no TensorFlow, no converter. Writing is
 a workstation step and needs the `[tflite]` extra; reading a file's metadata back
-(`read_tflite_metadata`) needs nothing but the Python standard library.
+(`read_tflite_metadata`, in `tflite_metadata.py` with the other read-side helpers) needs nothing
+but the Python standard library.
 
     to_tflite(qm, path, verify_images=None) -> ExportReport         # INT8, verified
     to_tflite_fp32(arch, params, path, metadata=...) -> ExportReport  # FP32 baseline
@@ -64,16 +65,19 @@ types written here: int8 CONV_2D 3, MAX_POOL_2D 2, CONCATENATION 2, ADD 2 (from 
 table, `ops.OPS`), int8 PAD/PADV2 2, CAST from int8 3, QUANTIZE to int8 (per tensor) 1;
 every float32 op, and CAST uint8 -> float32, version 1.
 
-Metadata: the model's `metadata` list holds one entry named "edgesqueeze" whose buffer is the
+Metadata: the model's `metadata` list holds an entry named "edgesqueeze" whose buffer is the
 UTF-8 JSON of a `ModelMetadata` (arch, preprocessing, labels, scheme, calibration method /
-image count / split rule — not the per-tensor ranges). The file also carries a signature
-"serving_default" (pixels -> logits). A TFLite-Support "TFLITE_METADATA" entry with an
-associated label file is not written: the labels are in the "edgesqueeze" JSON.
+image count / split rule — not the per-tensor ranges): what the runtime reads. Beside it, the
+standard "TFLITE_METADATA" entry and, appended after the flatbuffer, a zip archive holding
+labels.txt: what MediaPipe, the TFLite Task Library and model bindings read
+(`tflite_metadata.py`). The file also carries a signature "serving_default" (pixels -> logits).
 
 Verification (`to_tflite`): the bytes are written to a temporary file beside the target; they
 are first checked structurally (`check_flatbuffer`: parsed with the schema's reader, every
 index, buffer size and quantization vector checked, operators topologically ordered — the
-interpreter can abort the process on a malformed buffer, Python cannot catch that), then loaded
+interpreter can abort the process on a malformed buffer, Python cannot catch that — and the
+standard metadata read back with its zip archive, which must start where the flatbuffer ends),
+then loaded
 in LiteRT's Interpreter and run image by image against the integer reference `run_int8`:
 conv10's int8 output (read from a verification variant of the same flatbuffer that also lists
 that tensor as a subgraph output) must be within 1 LSB on >= 99.9 % of values, and the shipped
@@ -97,7 +101,10 @@ from ..graph import INPUT, OUTPUT, Node, OpKind, lower
 from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
 from .files import ExportError, atomic_output, check_output_path
 from .ops import OPS, check_supported
-from .tflite_schema import FILE_IDENTIFIER, SCHEMA_VERSION, FlatbufferError, read_metadata_entries
+from .tflite_metadata import (STANDARD_KEY, _schema, append_associated_files, associated_files,
+                              build_metadata_buffer, read_associated_files, read_tflite_metadata,
+                              standard_metadata, standard_metadata_problems, tflite_ops)
+from .tflite_schema import FILE_IDENTIFIER, SCHEMA_VERSION
 
 PIXELS = "pixels"  # the uint8 input's name
 SIGNATURE_KEY = "serving_default"
@@ -118,14 +125,6 @@ _NP_TO_TFL = {
 }
 _ITEMSIZE = {"FLOAT32": 4, "INT32": 4, "UINT8": 1, "INT64": 8, "INT8": 1, "INT16": 2, "FLOAT16": 2,
              "BOOL": 1}
-
-
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as e:
-        raise missing_extra("ai_edge_litert (the TFLite schema)", "tflite") from e
-    return schema
 
 
 def _interpreter_cls():
@@ -610,13 +609,23 @@ def check_flatbuffer(buf: bytes) -> None:
     and then checks what the interpreter trusts: buffer 0 empty; tensor, buffer, opcode indices
     in range; constant data sizes equal to shape x element size; quantization vectors of equal
     length and per-channel ones along an existing axis of matching size; every operator input
-    produced earlier, constant, or a subgraph input."""
+    produced earlier, constant, or a subgraph input.
+
+    A zip archive after the flatbuffer (the associated files) is cut off first, and the model
+    must parse from the bytes before it alone. A "TFLITE_METADATA" entry must read back
+    (`tflite_metadata.standard_metadata_problems`): one subgraph with as many inputs and
+    outputs as the model, every associated file in the archive, stored uncompressed, a label
+    file with one line per class."""
     s = _schema()
     problems: list[str] = []
     if len(buf) < 8 or bytes(buf[4:8]) != FILE_IDENTIFIER:
         raise ExportError("the flatbuffer has no 'TFL3' file identifier")
     try:
-        m = s.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+        end, _ = read_associated_files(buf)
+    except ValueError as e:  # MetadataError
+        raise ExportError(f"the bytes after the flatbuffer: {e}") from None
+    try:
+        m = s.ModelT.InitFromPackedBuf(bytearray(buf[:end]), 0)
     except Exception as e:  # noqa: BLE001 - any parse failure means a malformed file
         raise ExportError(f"the flatbuffer does not parse: {type(e).__name__}: {e}") from None
     if m.version != SCHEMA_VERSION:
@@ -682,49 +691,14 @@ def check_flatbuffer(buf: bytes) -> None:
     for md in m.metadata or []:
         if not 0 <= md.buffer < len(buffers):
             problems.append(f"metadata buffer {md.buffer} out of range")
+        elif md.name in (STANDARD_KEY, STANDARD_KEY.encode()) and len(m.subgraphs or []) == 1:
+            sg = m.subgraphs[0]
+            shapes = [[int(v) for v in sg.tensors[i].shape] for i in sg.inputs], \
+                     [[int(v) for v in sg.tensors[i].shape] for i in sg.outputs]
+            entry = bytes(buffers[md.buffer].data if buffers[md.buffer].data is not None else b"")
+            problems += standard_metadata_problems(buf, entry, *shapes)
     if problems:
         raise ExportError("malformed TFLite flatbuffer: " + "; ".join(problems))
-
-
-# ---------------------------------------------------------------- reading
-
-
-def _read_bytes(path_or_bytes) -> tuple[bytes, str]:
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return bytes(path_or_bytes), "model bytes"
-    p = Path(path_or_bytes)
-    try:
-        return p.read_bytes(), str(p)
-    except OSError as e:
-        raise DataError(f"{p}: cannot read the model file ({e.strerror or e})") from None
-
-
-def read_tflite_metadata(path_or_bytes) -> ModelMetadata:
-    """The `ModelMetadata` stored under "edgesqueeze" in a .tflite file (stdlib flatbuffer
-    reader: no interpreter, no schema module, no TensorFlow)."""
-    buf, source = _read_bytes(path_or_bytes)
-    try:
-        entries = read_metadata_entries(buf)
-    except FlatbufferError as e:
-        raise DataError(f"{source}: not a readable TFLite model ({e})") from None
-    if METADATA_KEY not in entries:
-        raise DataError(f"{source}: no '{METADATA_KEY}' metadata; it was not written by edgesqueeze "
-                        "(re-export it with `edgesqueeze quantize`)")
-    return ModelMetadata.from_json(entries[METADATA_KEY].decode("utf-8"), source=source)
-
-
-def tflite_ops(path_or_bytes) -> list[tuple[str, int]]:
-    """(builtin op name, version) of every operator code in the file, in file order."""
-    s = _schema()
-    buf, _ = _read_bytes(path_or_bytes)
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    m = s.Model.GetRootAs(buf, 0)
-    out = []
-    for i in range(m.OperatorCodesLength()):
-        oc = m.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        out.append((names.get(code, str(code)), oc.Version()))
-    return out
 
 
 # ---------------------------------------------------------------- verification
@@ -816,12 +790,29 @@ def _verify_int8(qm, file_path: Path, variant: bytes, images: np.ndarray, head: 
 def build_tflite(qm) -> bytes:
     """The INT8 .tflite bytes (not written, not verified)."""
     g, _ = _build_int8(qm)
-    return g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=_metadata_entries(int8_metadata(qm)),
-                  description=_description(qm.arch, qm.scheme.value))
+    return _file_bytes(g, int8_metadata(qm), _description(qm.arch, qm.scheme.value))
 
 
 def _metadata_entries(md: ModelMetadata) -> dict[str, bytes]:
     return {METADATA_KEY: md.to_json().encode("utf-8")}
+
+
+def _file_bytes(g: _Graph, md: ModelMetadata, description: str) -> bytes:
+    """The file as shipped: the flatbuffer with the "edgesqueeze" and the standard metadata
+    entries, then the zip archive of its associated files (tflite_metadata.py), which must
+    start right where the flatbuffer ends."""
+    entries = _metadata_entries(md)
+    entries[STANDARD_KEY] = build_metadata_buffer(standard_metadata(md, g.shapes[OUTPUT][-1]))
+    flat = g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=entries, description=description)
+    data = append_associated_files(flat, associated_files(md))
+    try:
+        start = read_associated_files(data)[0]
+    except ValueError as e:  # MetadataError
+        raise ExportError(f"internal: the associated files do not read back: {e}") from None  # pragma: no cover
+    if start != len(flat):
+        raise ExportError(f"internal: the associated files start at byte {start}, the flatbuffer "
+                          f"ends at {len(flat)}")  # pragma: no cover
+    return data
 
 
 def _description(arch: Arch, scheme: str) -> str:
@@ -839,10 +830,11 @@ def to_tflite(qm, path: str | os.PathLike, *, verify_images: np.ndarray | None =
     check_output_path(path)
     images, source = _check_images(verify_images, qm.arch.input_size)
     g, head = _build_int8(qm)
-    meta = _metadata_entries(int8_metadata(qm))
+    md = int8_metadata(qm)
     desc = _description(qm.arch, qm.scheme.value)
-    data = g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=meta, description=desc)
-    variant = g.pack(inputs=[PIXELS], outputs=[OUTPUT, head], metadata=meta, description=desc)
+    data = _file_bytes(g, md, desc)
+    # the probe is never shipped: the edgesqueeze entry only (the standard one describes one output)
+    variant = g.pack(inputs=[PIXELS], outputs=[OUTPUT, head], metadata=_metadata_entries(md), description=desc)
     check_flatbuffer(data)
     check_flatbuffer(variant)
     with atomic_output(path) as tmp:
@@ -867,8 +859,7 @@ def to_tflite(qm, path: str | os.PathLike, *, verify_images: np.ndarray | None =
 def build_tflite_fp32(arch: Arch, params, *, metadata: ModelMetadata) -> bytes:
     """The FP32 .tflite bytes (not written, not verified)."""
     g = _build_fp32(arch, params)
-    return g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=_metadata_entries(metadata),
-                  description=_description(arch, "fp32"))
+    return _file_bytes(g, metadata, _description(arch, "fp32"))
 
 
 def to_tflite_fp32(arch: Arch, params, path: str | os.PathLike, *, metadata: ModelMetadata,
@@ -880,8 +871,7 @@ def to_tflite_fp32(arch: Arch, params, path: str | os.PathLike, *, metadata: Mod
     images, source = _check_images(verify_images, arch.input_size)
     images = images[:2]
     g = _build_fp32(arch, params)
-    data = g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=_metadata_entries(metadata),
-                  description=_description(arch, "fp32"))
+    data = _file_bytes(g, metadata, _description(arch, "fp32"))
     check_flatbuffer(data)
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
