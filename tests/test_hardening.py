@@ -175,6 +175,83 @@ def test_real_v1_0_mutants_load_or_fail_cleanly(real_files, fmt, tmp_path, tmp_p
     _campaign(real_files, fmt, tmp_path, "real", tmp_path_factory.getbasetemp() / "hardening-mutants.json")
 
 
+def _standard_regions(buf: bytes) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(start, end) of the TFLITE_METADATA buffer and of the labels zip after the flatbuffer."""
+    from edgesqueeze.export.tflite_metadata import STANDARD_KEY, read_associated_files
+    from edgesqueeze.export.tflite_schema import read_metadata_entries
+
+    entry = read_metadata_entries(buf)[STANDARD_KEY]
+    assert buf.count(entry) == 1
+    at = buf.index(entry)
+    start, files = read_associated_files(buf)
+    assert list(files) == ["labels.txt"] and start < len(buf)
+    return (at, at + len(entry)), (start, len(buf))
+
+
+def test_standard_metadata_mutants_load_through_own_metadata(tiny_files, tmp_path):
+    """Mutants of the bytes only other tools read (the TFLITE_METADATA buffer, the labels zip):
+    truncations through the zip, bit flips and special values over both. The runtime reads its
+    own metadata, so each must load and classify (in a child: a crash is recorded, not fatal);
+    the export's own check must refuse every truncated zip and every changed label byte."""
+    from edgesqueeze.export.files import ExportError
+    from edgesqueeze.export.tflite import check_flatbuffer
+
+    src = tiny_files["tflite"]
+    buf = src.read_bytes()
+    (m0, m1), (z0, z1) = _standard_regions(buf)
+    rng = np.random.default_rng(MUTANT_SEED)
+    labels_at = buf.rindex(b"thing 0\n")  # the zip's stored copy (the JSON holds the names too)
+    specs = [{"kind": "truncate", "at": int(a)} for a in sorted({z0, z0 + 1, z0 + 30, z1 - 22, z1 - 1,
+                                                                 *rng.integers(z0, z1, 12).tolist()})]
+    specs += [{"kind": "bit-flip", "bits": [int(p) * 8 + int(rng.integers(8))]} for p in rng.integers(m0, m1, 30)]
+    specs += [{"kind": "bit-flip", "bits": [int(p) * 8 + int(rng.integers(8))]} for p in rng.integers(z0, z1, 30)]
+    specs += [{"kind": "bit-flip", "bits": [int(p) * 8], "target": "label"}
+              for p in rng.integers(labels_at, labels_at + 60, 6)]
+    specs += [{"kind": "struct-overwrite", "at": int(p), "hex": struct.pack("<I", int(v)).hex()}
+              for p, v in zip(rng.integers(m0 // 4, (m1 - 4) // 4, 30) * 4,
+                              rng.choice([0, 1, 4, 0x7FFFFFFF, 0xFFFFFFFF, 2**31], 30))]
+    specs.append({"kind": "struct-overwrite", "at": m0 + 4, "hex": b"X001".hex()})  # the identifier
+    specs.append({"kind": "random-bytes", "size": z1, "keep": z0, "seed": 5})  # noise instead of the zip
+    d = tmp_path / "mutants"
+    d.mkdir()
+    outcomes = M.run_campaign({"source": str(src), "suffix": src.suffix, "dir": str(d), "specs": specs},
+                              tmp_path / "job.json")
+    assert [o.i for o in outcomes] == list(range(len(specs)))
+    bad = [(o.i, o.status, o.detail.get("message") or o.detail.get("rc")) for o in outcomes
+           if o.status != "ok" or o.detail["shape"] != [1, 10] or not o.detail["finite"]]
+    assert not bad, bad[:5]
+    refused = Counter()
+    for s in specs:
+        try:
+            check_flatbuffer(M.apply(s, buf))
+        except ExportError:
+            refused[s.get("target", s["kind"])] += 1
+    print(f"\nstandard-metadata mutants: {len(specs)} loaded; refused by the export check: {dict(refused)}")
+    n_trunc = sum(s["kind"] == "truncate" for s in specs)
+    assert refused["truncate"] == n_trunc and refused["random-bytes"] == 1
+    assert refused["label"] == 6  # a changed label byte fails the zip's CRC
+
+
+def test_truncated_zip_and_malformed_standard_metadata_load_in_process(tiny_files, tmp_path):
+    """The two cases named on their own, in this process: the runtime loads both files through
+    its own metadata, with the original's labels and logits, and `describe` reads them."""
+    from edgesqueeze.runtime import describe
+
+    buf = tiny_files["tflite"].read_bytes()
+    (m0, _), (z0, _) = _standard_regions(buf)
+    frame = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    want = Classifier.load(tiny_files["tflite"], threads=1).logits(
+        Classifier.load(tiny_files["tflite"], threads=1).preprocess(frame))
+    for name, data in (("cut-zip.tflite", buf[:z0 + 40]),
+                       ("bad-standard.tflite", buf[:m0] + b"\xff\xff\xff\x7fX001" + buf[m0 + 8:])):
+        p = tmp_path / name
+        p.write_bytes(data)
+        clf = Classifier.load(p, threads=1)
+        assert clf.metadata.labels == TINY_LABELS
+        np.testing.assert_array_equal(clf.logits(clf.preprocess(frame)), want)
+        assert describe(p).metadata.labels == TINY_LABELS
+
+
 def test_litert_failures_found_by_the_campaigns_are_clean_errors(tiny_files, tmp_path):
     """The LiteRT failures the campaigns found on the real v1.0 file, rebuilt on the tiny one:
     each is now a ModelFileError naming the file, in a child that must exit normally."""
