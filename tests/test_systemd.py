@@ -111,7 +111,7 @@ def test_odd_characters_in_paths_survive_quoting(tmp_path, monkeypatch):
 
 
 def test_missing_or_bad_model_is_a_clear_error_and_nothing_is_printed(workdir, capsys):
-    with pytest.raises(ModelFileError, match=r"--model: .*nope\.tflite: no such model file"):
+    with pytest.raises(ModelFileError, match=r"--model: .*nope\.tflite: not found"):
         C.run_camera(parse_args(["--model", "nope.tflite", "--print-systemd-unit"]))
     (workdir / "notes.tflite").write_text("hello")
     with pytest.raises(ModelFileError, match="not a usable TFLite model"):

@@ -171,8 +171,8 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
                    help="cross-layer activation equalization strength in [0, 1] (0: off; default "
                    "0.5 for affine, 0 for ristretto)")
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
-                   help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); 7 gives "
-                   "a < 0.5 MB update bundle at a measured accuracy cost (README, \"Update bundle\")")
+                   help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); fewer "
+                   "levels give a smaller update bundle at a measured accuracy cost (README, \"Update bundle\")")
     p.add_argument("--calib-limit", type=_non_negative, default=0, metavar="N",
                    help="use only the first N calibration images (default: all)")
 
