@@ -1,19 +1,22 @@
 """Seconds and peak memory of each step of `pipeline.calibrate_and_quantize` on the real default.
 
-    python benchmarks/calibration_stages.py [--quick] [--images N] [--threads 2] [--save-qm DIR] [--whole]
+    python benchmarks/calibration_stages.py [--quick] [--images N] [--threads 2] [--save-qm DIR]
 
 Model: the Deep-Compression SqueezeNet v1.0 from the shared weights; images: the calibration
 split of the shared ImageNet sample (194 images; --quick: the first 16, --images N: the first N),
-default options (`QuantizeOptions.make()`). The steps are run here one by one, as
-calibrate_and_quantize runs them, and each gets one row: its wall time and the peak resident
-memory while it ran. The peak of a step: the kernel's high-water mark (VmHWM) is reset to the
-current RSS before the step by writing "5" to /proc/self/clear_refs and read from
-/proc/self/status after it. Where clear_refs cannot be written, the row shows the process's
-peak so far (ru_maxrss) instead, and the table says so.
+default options (`QuantizeOptions.make()`). calibrate_and_quantize runs once, as the main job
+calls it, and its `on_pass` callback cuts it into stages: each pass over the images (from its
+first call, images_done = 0, to its last, images_done = images_total) and the work between
+passes (equalization; the ranges and adaptive rounding of quantize_from_stats). Each stage gets
+one row: its wall time and the peak resident memory while it ran. The peak of a stage: the
+kernel's high-water mark (VmHWM) is reset to the current RSS when the stage starts by writing
+"5" to /proc/self/clear_refs, and read from /proc/self/status when it ends. Where clear_refs
+cannot be written, the row shows the process's peak so far (ru_maxrss) instead, and the table
+says so.
 
---save-qm DIR writes the resulting QuantizedModel (`qm.save`: JSON + NPZ) so two versions of
-the code can be compared parameter by parameter; --whole also runs calibrate_and_quantize
-itself once and checks that it gives the same model as the steps.
+--save-qm DIR writes the resulting QuantizedModel (`qm.save`: JSON + NPZ); --compare FILE.json
+compares it with one saved before (e.g. by another version of the code): tensor parameters,
+int8 weights, weight scales, int32 biases, and the calibration record of the JSON.
 """
 
 from __future__ import annotations
@@ -61,19 +64,34 @@ def peak_mb() -> float:
 
 
 class Stages:
-    """Times steps and records the peak RSS of each."""
+    """Times stages and records the peak RSS of each."""
 
     def __init__(self):
         self.rows: list[tuple[str, float, float, float]] = []  # (stage, s, peak MB, RSS after MB)
         self.per_stage_peak = True
+        self._open: tuple[str, float] | None = None
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self.per_stage_peak &= reset_peak()
+        self._open = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._open is not None:
+            name, t0 = self._open
+            self.rows.append((name, time.perf_counter() - t0, peak_mb(), rss_mb()))
+            self._open = None
 
     def run(self, name: str, fn, *args, **kw):
-        self.per_stage_peak &= reset_peak()
-        t0 = time.perf_counter()
+        self.start(name)
         out = fn(*args, **kw)
-        seconds = time.perf_counter() - t0
-        self.rows.append((name, seconds, peak_mb(), rss_mb()))
+        self.stop()
         return out
+
+
+# what runs after each pass of calibrate_and_quantize with the default options, until the next
+AFTER_PASS = {"statistics": "equalization", "empirical bias correction": "finish"}
+AFTER_LAST_FP32_PASS = "quantize (ranges, adaptive rounding)"
 
 
 def calibration_items(n: int | None):
@@ -89,38 +107,23 @@ def calibration_items(n: int | None):
 
 
 def run_stages(model, items, options, labels, batch_size: int, stages: Stages):
-    """The steps of calibrate_and_quantize, one stage each; returns (qm, fp32 model quantized)."""
-    from dataclasses import replace
+    """calibrate_and_quantize, one stage per pass and per stretch between passes; (qm, model)."""
+    from edgesqueeze.pipeline import calibrate_and_quantize
 
-    from edgesqueeze.calibrate import collect_stats
-    from edgesqueeze.data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, load_pixels
-    from edgesqueeze.model import SqueezeNet
-    from edgesqueeze.pipeline import conv_input_statistics, quantize_from_stats
-    from edgesqueeze.quant.empirical import empirical_bias_correction
-    from edgesqueeze.quant.equalize import equalize
-    from edgesqueeze.quant.params import Scheme
+    current = []
 
-    stats = stages.run("statistics", collect_stats, model, items, batch_size=batch_size)
-    cmax = {n: s.channel_max for n, s in stats.items() if s.channel_max is not None}
-    params, _ = stages.run("equalization", equalize, model.arch, model.numpy_params(), cmax,
-                           alpha=options.equalize, power_of_two=options.scheme is Scheme.RISTRETTO)
-    model = SqueezeNet.from_params(model.arch, params)
-    stats = stages.run("statistics (equalized)", collect_stats, model, items, batch_size=batch_size)
+    def on_pass(name: str, done: int, total: int) -> None:
+        if current[-1:] != [name]:
+            current.append(name)
+            stages.start(name)
+        if done == total:
+            stages.start(AFTER_PASS.get(name, AFTER_LAST_FP32_PASS))
 
-    def conv_inputs():
-        pixels = load_pixels(items, model.arch.preprocess)
-        return pixels, conv_input_statistics(model, pixels, batch_size=batch_size, patches=options.adaptive_rounding)
-
-    pixels, conv_stats = stages.run("conv inputs (decode + FP32 pass)", conv_inputs)
-    calibration = {"images": len(items),
-                   "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
-    qm = stages.run("quantize (adaptive rounding)", quantize_from_stats, model, stats, options, labels=labels,
-                    calibration=calibration, patch_moments=conv_stats.patch_moments)
-    qm, shifts = stages.run("empirical bias correction", empirical_bias_correction, qm, pixels,
-                            conv_stats.preactivation_means)
-    qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
-                                  "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})
-    return qm, model
+    stages.start("setup")
+    qm, _, fp32 = calibrate_and_quantize(model, items, options, labels=labels, batch_size=batch_size,
+                                         on_pass=on_pass)
+    stages.stop()
+    return qm, fp32
 
 
 def same_model(a, b) -> list[str]:
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32, help="images per FP32 forward pass (default 32)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--save-qm", default=None, help="folder to write the QuantizedModel to (JSON + NPZ)")
-    ap.add_argument("--whole", action="store_true", help="also run calibrate_and_quantize itself and compare")
+    ap.add_argument("--compare", default=None, help="a QuantizedModel JSON to compare the result with")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -157,7 +160,7 @@ def main(argv=None) -> int:
     from edgesqueeze.data import read_class_names
     from edgesqueeze.model import load_pretrained
     from edgesqueeze.paths import ensure_weights_env, shared_dir
-    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+    from edgesqueeze.pipeline import QuantizeOptions
 
     ensure_weights_env()
     stages = Stages()
@@ -188,14 +191,14 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         jpath, npath = qm.save(out / "squeezenet1_0-dc-affine")
         print(f"\nquantized model: {jpath}, {npath}")
-    if args.whole:
-        reset_peak()
-        t0 = time.perf_counter()
-        whole, _, _ = calibrate_and_quantize(model, items, options, labels=labels, batch_size=args.batch_size)
-        s = time.perf_counter() - t0
-        diff = same_model(qm, whole)
-        print(f"\ncalibrate_and_quantize in one call: {s:.2f} s, peak RSS {peak_mb():.0f} MB; "
-              + ("the same model as the steps" if not diff else f"DIFFERS from the steps in {', '.join(diff[:8])}"))
+    if args.compare:
+        from edgesqueeze.quant.params import QuantizedModel
+
+        other = QuantizedModel.load(args.compare)
+        diff = same_model(qm, other)
+        diff += [f"calibration[{k!r}]" for k in sorted(set(qm.calibration) | set(other.calibration))
+                 if qm.calibration.get(k) != other.calibration.get(k)]
+        print(f"\nagainst {args.compare}: " + ("identical" if not diff else "DIFFERS in " + ", ".join(diff)))
     return 0
 
 

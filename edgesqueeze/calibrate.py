@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise missing_extra("torch", "quantize") from e
 
 from . import graph
-from .data import LabelledImage, iter_batches, load_image, normalize, to_uint8_input
+from .data import LabelledImage, load_image, normalize, to_uint8_input
 from .errors import DataError, OptionError
 from .ranges import (  # the range choosers, importable from here too (__all__)
     DEGENERATE_RANGE,
@@ -184,6 +184,48 @@ class TensorStats:
         return cls(name, mn, mx, count, hist, bound, **per_channel)
 
 
+_SUM_CHUNK = 1 << 20  # values per float64 partial sum in channel_sums (8 MB)
+
+
+class Scratch:
+    """Reusable float64 buffers, one per key, grown when a larger one is asked for.
+    Calibration's partial sums and patch layouts take their 1-30 MB temporaries from here rather
+    than allocating them for every chunk of every layer: that churn, between the forward pass's
+    own allocations, left the heap fragmented (measured on v1.0, 194 images: the pass with
+    patch moments peaked ~300 MB higher)."""
+
+    def __init__(self):
+        self._flat: dict[str, "torch.Tensor"] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], *, zero: bool = False) -> "torch.Tensor":
+        n = math.prod(shape)
+        buf = self._flat.get(key)
+        if buf is None or buf.numel() < n:
+            del buf
+            self._flat.pop(key, None)  # the old one is freed before the new one is made
+            buf = self._flat[key] = torch.empty(n, dtype=torch.float64)
+        out = buf[:n].view(shape)
+        return out.zero_() if zero else out
+
+
+def channel_sums(x: "torch.Tensor", scratch: Scratch | None = None) -> "torch.Tensor":
+    """float64 sum of each channel (axis 1) of an NCHW tensor, a few images at a time: summing a
+    whole batch with dtype=float64 makes a float64 copy of it (300 MB for 32 conv1 outputs of
+    v1.0). The float sums are grouped by those images, so they can differ from one sum over the
+    batch in the last bits. With `scratch`, the float64 copies go there (the same values:
+    sum(dtype=float64) sums a float64 copy)."""
+    step = max(1, _SUM_CHUNK // max(1, x[0].numel()))
+    total = None
+    for i in range(0, x.shape[0], step):
+        part = x[i:i + step]
+        if scratch is None:
+            part = part.sum(dim=(0, 2, 3), dtype=torch.float64)
+        else:
+            part = scratch.get("channel_sums", tuple(part.shape)).copy_(part).sum(dim=(0, 2, 3))
+        total = part if total is None else total + part
+    return total
+
+
 def _pow2_at_least(v: float) -> float:
     """The smallest power of two >= v (v > 0)."""
     m, e = math.frexp(v)  # v = m * 2**e, 0.5 <= m < 1
@@ -208,12 +250,13 @@ class Observer:
     `update` costs an aminmax and a histc over the tensor (a few torch ops); nothing of the
     tensor is kept. NaN or Inf raise DataError naming the tensor."""
 
-    def __init__(self, name: str, bins: int = DEFAULT_BINS):
+    def __init__(self, name: str, bins: int = DEFAULT_BINS, *, scratch: Scratch | None = None):
         bins = int(bins)
         if bins < 4 or bins % 4:
             raise OptionError(f"bins={bins}: the histogram needs a positive number of bins divisible by 4 (e.g. 2048)")
         self.name = name
         self.bins = bins
+        self.scratch = scratch
         self.min = math.inf
         self.max = -math.inf
         self.count = 0
@@ -247,7 +290,7 @@ class Observer:
         for chunk in flat.split(_HISTC_CHUNK) if flat.numel() > _HISTC_CHUNK else (flat,):
             self._hist += torch.histc(chunk, self.bins, -b, b).to(torch.int64)
         if x.dim() == 4:
-            sums = x.sum(dim=(0, 2, 3), dtype=torch.float64)
+            sums = channel_sums(x, self.scratch)
             self._channel_sum = sums if self._channel_sum is None else self._channel_sum + sums
             cmax = x.amax(dim=(0, 2, 3)).double()
             self._channel_max = cmax if self._channel_max is None else torch.maximum(self._channel_max, cmax)
@@ -301,70 +344,141 @@ def _image_path(item: Path | LabelledImage | str | os.PathLike) -> Path:
     return item.path if isinstance(item, LabelledImage) else Path(item)
 
 
+def pixel_batches(items: Sequence, pre, batch_size: int, *, pixels: np.ndarray | None = None,
+                  store: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """uint8 NHWC batches of the images as the models take them: slices of `pixels` when given
+    (nothing is read), else each image read with `data.load_image` (errors name the file) and
+    resized/cropped with `to_uint8_input` by `pre`. With `store` (a uint8 (N, S, S, 3) array),
+    each decoded batch is also written there, so later passes need not decode again."""
+    for start in range(0, len(items) if pixels is None else len(pixels), int(batch_size)):
+        if pixels is not None:
+            yield pixels[start:start + batch_size]
+            continue
+        batch = np.stack([to_uint8_input(load_image(_image_path(i)), pre) for i in items[start:start + batch_size]])
+        if store is not None:
+            store[start:start + len(batch)] = batch
+        yield batch
+
+
+def check_pixels(pixels, count: int | None, pre) -> np.ndarray:
+    """`pixels` as uint8 (N, crop, crop, 3), N == count when given; DataError saying what is wrong."""
+    px = np.asarray(pixels)
+    want = (pre.crop, pre.crop, 3)
+    if px.dtype != np.uint8 or px.ndim != 4 or px.shape[1:] != want:
+        raise DataError(f"pixels must be uint8 (N, {pre.crop}, {pre.crop}, 3) as data.load_pixels gives them, "
+                        f"got {px.dtype} {px.shape}")
+    if count is not None and len(px) != count:
+        raise DataError(f"{len(px)} rows of pixels for {count} images; give the pixels of exactly these images")
+    return px
+
+
+class StatsCollector:
+    """The observers of one calibration pass over `arch`: per batch, `observe_input(x)` with the
+    normalised input and `tap` as the model's tap (SqueezeNet.forward(x, tap=...)); then
+    `stats()`. A Fire module's concat is not observed itself: its statistics are merged exactly
+    from its two expand branches (same values), which saves about a third of the histogram work."""
+
+    def __init__(self, arch, bins: int = DEFAULT_BINS, *, scratch: Scratch | None = None):
+        self.arch = arch
+        self.nodes = graph.lower(arch)
+        self.derived = {n.name: n.inputs for n in self.nodes if n.kind is graph.OpKind.CONCAT}
+        scratch = scratch or Scratch()
+        self.observers = {n.name: Observer(n.name, bins, scratch=scratch) for n in self.nodes if n.name not in self.derived}
+        self.observers[graph.INPUT] = Observer(graph.INPUT, bins, scratch=scratch)  # the normalised input (NCHW)
+        self.unexpected: set[str] = set()
+
+    def observe_input(self, x: "torch.Tensor") -> None:
+        self.observers[graph.INPUT].update(x)
+
+    def tap(self, name: str, t: "torch.Tensor") -> None:
+        obs = self.observers.get(name)
+        if obs is not None:
+            obs.update(t)
+        elif name not in self.derived:
+            self.unexpected.add(name)
+
+    def stats(self) -> dict[str, TensorStats]:
+        """{tensor name: TensorStats} in graph order ("input" first, "logits" last)."""
+        unseen = [n for n, o in self.observers.items() if o.count == 0]
+        if unseen or self.unexpected:
+            raise RuntimeError(  # the model and graph.lower disagree: a bug, not a user error
+                f"the model's taps do not match graph.lower({self.arch.name}): "
+                f"never tapped {unseen}, unknown {sorted(self.unexpected)}"
+            )
+        out: dict[str, TensorStats] = {graph.INPUT: self.observers[graph.INPUT].stats()}
+        for n in self.nodes:
+            if n.name in self.derived:
+                out[n.name] = merge_stats(n.name, [out[i] for i in self.derived[n.name]])
+            else:
+                out[n.name] = self.observers[n.name].stats()
+        return out
+
+
+class ChannelMaxima:
+    """Exact per-channel maxima of the named NCHW tensors, as a tap: all that activation
+    equalization needs of a calibration pass (Observer keeps the same values, at the cost of
+    its histograms)."""
+
+    def __init__(self, names):
+        self.names = set(names)
+        self.maxima: dict[str, "torch.Tensor"] = {}
+
+    def tap(self, name: str, t: "torch.Tensor") -> None:
+        if name not in self.names:
+            return
+        m = t.detach().amax(dim=(0, 2, 3)).double()
+        if not bool(torch.isfinite(m).all()):
+            raise DataError(f"NaN or Inf in activations of {name}; check the weights")
+        have = self.maxima.get(name)
+        self.maxima[name] = m if have is None else torch.maximum(have, m)
+
+    def result(self) -> dict[str, np.ndarray]:
+        missing = sorted(self.names - set(self.maxima))
+        if missing:
+            raise RuntimeError(f"never tapped {missing}")  # a bug: the names are the model's own
+        return {n: m.numpy() for n, m in self.maxima.items()}
+
+
 def collect_stats(
     model,
-    images: Sequence[Path | LabelledImage],
+    images: Sequence[Path | LabelledImage] | None,
     *,
     batch_size: int = 16,
     bins: int = DEFAULT_BINS,
     progress: Callable[[int], None] | None = None,
+    pixels: np.ndarray | None = None,
 ) -> dict[str, TensorStats]:
     """Run the FP32 model over the images and return {tensor name: TensorStats} for every
     tensor of `graph.lower(model.arch)` (graph order, "logits" last).
 
     Each image is read with `data.load_image` (errors name the file), resized and cropped with
-    `to_uint8_input` and normalised with `normalize`, both by `model.arch.preprocess`.
-    `progress(n)` is called after each batch with the number of images in it. The model runs in
-    eval mode under torch.no_grad() (its training flag is restored afterwards).
-
-    A Fire module's concat is not observed itself: its statistics are merged exactly from its
-    two expand branches (same values), which saves about a third of the histogram work."""
-    items = list(images)
-    if not items:
+    `to_uint8_input` and normalised with `normalize`, both by `model.arch.preprocess`; or, with
+    `pixels` (uint8 (N, S, S, 3), e.g. data.load_pixels of the same images), nothing is read
+    (`images` may then be None). `progress(n)` is called after each batch with the number of
+    images in it. The model runs in eval mode under torch.no_grad() (its training flag is
+    restored afterwards)."""
+    items = [] if images is None else list(images)
+    pre = model.arch.preprocess
+    if pixels is not None:
+        pixels = check_pixels(pixels, len(items) if images is not None else None, pre)
+    if not (items if pixels is None else len(pixels)):
         raise DataError("no calibration images given; give a folder with images")
     if int(batch_size) < 1:
         raise OptionError(f"batch_size={batch_size} must be at least 1")
-    nodes = graph.lower(model.arch)
-    derived = {n.name: n.inputs for n in nodes if n.kind is graph.OpKind.CONCAT}
-    observers = {n.name: Observer(n.name, bins) for n in nodes if n.name not in derived}
-    observers[graph.INPUT] = Observer(graph.INPUT, bins)  # the normalised input (NCHW)
-    unexpected: set[str] = set()
-
-    def tap(name: str, t: "torch.Tensor") -> None:
-        obs = observers.get(name)
-        if obs is not None:
-            obs.update(t)
-        elif name not in derived:
-            unexpected.add(name)
-
-    pre = model.arch.preprocess
+    collector = StatsCollector(model.arch, bins)
     was_training = model.training
     model.eval()
     try:
-        for batch in iter_batches(items, int(batch_size)):
-            x = np.concatenate([normalize(to_uint8_input(load_image(_image_path(i)), pre), pre) for i in batch])
+        for batch in pixel_batches(items, pre, int(batch_size), pixels=pixels):
             with torch.no_grad():
-                xt = torch.from_numpy(x)
-                observers[graph.INPUT].update(xt)
-                model(xt, tap=tap)
+                xt = torch.from_numpy(normalize(batch, pre))
+                collector.observe_input(xt)
+                model(xt, tap=collector.tap)
             if progress is not None:
                 progress(len(batch))
     finally:
         model.train(was_training)
-
-    unseen = [n for n, o in observers.items() if o.count == 0]
-    if unseen or unexpected:
-        raise RuntimeError(  # the model and graph.lower disagree: a bug, not a user error
-            f"the model's taps do not match graph.lower({model.arch.name}): "
-            f"never tapped {unseen}, unknown {sorted(unexpected)}"
-        )
-    out: dict[str, TensorStats] = {graph.INPUT: observers[graph.INPUT].stats()}
-    for n in nodes:
-        if n.name in derived:
-            out[n.name] = merge_stats(n.name, [out[i] for i in derived[n.name]])
-        else:
-            out[n.name] = observers[n.name].stats()
-    return out
+    return collector.stats()
 
 
 # ---------------------------------------------------------------- files
@@ -426,18 +540,24 @@ def load_stats(path: str | os.PathLike) -> tuple[dict[str, TensorStats], dict]:
 __all__ = [
     "DEFAULT_BINS",
     "DEGENERATE_RANGE",
+    "ChannelMaxima",
     "KL_EPSILON",
     "METHOD_NAMES",
     "MIN_RANGE",
     "Method",
     "Observer",
+    "Scratch",
+    "StatsCollector",
     "TensorStats",
     "as_method",
+    "channel_sums",
+    "check_pixels",
     "choose_range",
     "choose_ranges",
     "collect_stats",
     "kl_divergences",
     "load_stats",
     "merge_stats",
+    "pixel_batches",
     "save_stats",
 ]

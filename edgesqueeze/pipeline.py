@@ -1,17 +1,38 @@
 """Weights -> calibration -> QuantizedModel, the steps `edgesqueeze quantize` runs (torch).
 
     qm, stats, quantized_fp32_model = calibrate_and_quantize(model, calibration_items, QuantizeOptions.make(...))
+
+The passes over the calibration images, as `on_pass(name, images_done, images_total)` names them:
+
+- "statistics": the FP32 model as given. With equalization it keeps only what equalization
+  needs, the per-channel maxima of the rescaled tensors (calibrate.ChannelMaxima); without, it
+  is the pass below.
+- "statistics (equalized)": the FP32 model being quantized (after equalization, the equalized
+  one): every tensor's statistics (calibrate.StatsCollector) and, when adaptive rounding or
+  empirical bias correction is on, in the same forward passes its conv inputs
+  (ConvInputObserver: pre-ReLU means, patch moments); the name then reads "statistics and conv
+  inputs (equalized)" ("statistics and conv inputs" without equalization).
+- "empirical bias correction": the integer model, layer by layer over all images
+  (quant/empirical.py); its count is the integer work done, in images' worth of it.
+
+Each image is decoded once, in the first pass, and its uint8 pixels (N x S x S x 3: 30 MB for
+194 images of v1.0) serve every later pass; `pixels=` skips the decoding altogether.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
-from .calibrate import Method, as_method, choose_range, collect_stats
-from .data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, LabelledImage, load_pixels, normalize
+from .calibrate import (ChannelMaxima, Method, Scratch, StatsCollector, as_method, channel_sums, check_pixels,
+                        choose_range, pixel_batches)
+from .conv_moments import ConvGeometry, TensorPatchMoments
+from .graph import INPUT, OpKind, lower
+from .data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, LabelledImage, normalize
 from .errors import DataError, OptionError
 from .quant.params import QuantizedModel, Scheme, parse_enum
 from .quant.rounding import PatchMoments
@@ -19,6 +40,30 @@ from .model import SqueezeNet
 from .quant.empirical import empirical_bias_correction
 from .quant.equalize import equalization_pairs, equalize
 from .quant.quantize import check_weight_bits, quantize_model
+
+PASS_STATISTICS = "statistics"
+PASS_EMPIRICAL = "empirical bias correction"
+OnPass = Callable[[str, int, int], None]
+_libc = None
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere).
+    A forward pass frees tens of 1-30 MB tensors per batch, which glibc keeps in its heap;
+    trimming after every batch and between passes lowered the peak RSS of calibrating v1.0 on
+    194 images by 10-90 MB per pass and the RSS left after it from ~500 to ~375 MB (measured,
+    2 cores), at no measurable cost in time."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
 
 DEFAULT_EQUALIZE = 0.5
 MIN_CALIBRATION_IMAGES = {Method.MINMAX: 1, Method.PERCENTILE: 8, Method.MSE: 8, Method.KL: 8}
@@ -95,38 +140,108 @@ def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Seque
                           patch_moments=patch_moments if options.adaptive_rounding else None)
 
 
+def pass_name(*, equalized: bool, conv_inputs: bool) -> str:
+    """The name on_pass gives an FP32 statistics pass (module doc)."""
+    return PASS_STATISTICS + (" and conv inputs" if conv_inputs else "") + (" (equalized)" if equalized else "")
+
+
 def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: QuantizeOptions, *,
                            labels: Sequence[str] = (), batch_size: int = 32,
-                           progress: Callable[[int], None] | None = None):
+                           progress: Callable[[int], None] | None = None,
+                           pixels: np.ndarray | None = None,
+                           on_pass: OnPass | None = None):
     """(QuantizedModel, stats, fp32 model). `items` are the calibration images (never the
     evaluation ones). The returned FP32 model is the one that was quantized: after
     equalization its logits are the original's but its channels are rescaled, so per-layer
-    comparisons (SQNR) must use it, not the original."""
+    comparisons (SQNR) must use it, not the original.
+
+    `pixels`: the items already decoded (uint8 (N, S, S, 3), data.load_pixels); otherwise each
+    is decoded once, in the first pass. `on_pass(name, images_done, images_total)`: called with
+    images_done = 0 when a pass starts and after every batch (module doc for the names).
+    `progress(n)`: the number of images of each batch of the FP32 statistics passes (two with
+    equalization, else one). Peak memory: the FP32 activations of one batch (about 300 MB at
+    batch 32 for v1.0), or the int8 activations of all images at two layers in the empirical
+    pass, whichever is larger."""
     need = MIN_CALIBRATION_IMAGES[options.method]
     if len(items) < need:
         raise DataError(f"{len(items)} calibration image(s) is too few for method "
                         f"'{options.method.value}' (needs at least {need}); give more images or use --method minmax")
-    stats = collect_stats(model, items, batch_size=batch_size, progress=progress)
-    if options.equalize > 0 and equalization_pairs(model.arch):
+    if int(batch_size) < 1:
+        raise OptionError(f"batch_size={batch_size} must be at least 1")
+    items = list(items)
+    count = len(items)
+    pre = model.arch.preprocess
+    store = None
+    if pixels is not None:
+        pixels = check_pixels(pixels, count, pre)
+    else:  # filled by the first pass
+        store = np.empty((count, pre.crop, pre.crop, 3), np.uint8)
+    equalizing = options.equalize > 0 and bool(equalization_pairs(model.arch))
+    conv_inputs = options.adaptive_rounding or options.empirical_bias_correction
+
+    def run(name: str, net, tap, *, collector=None, observer=None) -> None:
+        nonlocal pixels
+        if on_pass is not None:
+            on_pass(name, 0, count)
+        done = 0
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad(), (observer or nullcontext()):
+                for batch in pixel_batches(items, pre, int(batch_size), pixels=pixels, store=store):
+                    if observer is not None:
+                        observer.next_batch()
+                    x = torch.from_numpy(normalize(batch, pre))
+                    if collector is not None:
+                        collector.observe_input(x)
+                    net(x, tap=tap)
+                    done += len(batch)
+                    del x
+                    release_free_heap()
+                    if progress is not None:
+                        progress(len(batch))
+                    if on_pass is not None:
+                        on_pass(name, done, count)
+        finally:
+            net.train(was_training)
+        if pixels is None:
+            pixels = store
+
+    if equalizing:
         # rescale channels with the first pass's per-channel maxima, then calibrate the
         # equalized model: its activation ranges are what gets quantized
-        cmax = {n: s.channel_max for n, s in stats.items() if s.channel_max is not None}
-        params, _ = equalize(model.arch, model.numpy_params(), cmax, alpha=options.equalize,
+        maxima = ChannelMaxima(tensor for tensor, _, _ in equalization_pairs(model.arch))
+        run(PASS_STATISTICS, model, maxima.tap)
+        params, _ = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=options.equalize,
                              power_of_two=options.scheme is Scheme.RISTRETTO)
         model = SqueezeNet.from_params(model.arch, params)
-        stats = collect_stats(model, items, batch_size=batch_size, progress=progress)
-    calibration = {"images": len(items),
+    collector = StatsCollector(model.arch)
+    observer = ConvInputObserver(model, patches=options.adaptive_rounding) if conv_inputs else None
+    run(pass_name(equalized=equalizing, conv_inputs=conv_inputs), model, collector.tap,
+        collector=collector, observer=observer)
+    stats = collector.stats()
+    conv_stats = observer.result() if observer is not None else None
+    del collector, observer
+    release_free_heap()
+    calibration = {"images": count,
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
-    conv_stats = pixels = None
-    if options.adaptive_rounding or options.empirical_bias_correction:
-        # one more FP32 pass, of the (equalized) model being quantized: patch moments for the
-        # rounding, pre-ReLU means for the empirical correction
-        pixels = load_pixels(items, model.arch.preprocess)
-        conv_stats = conv_input_statistics(model, pixels, batch_size=batch_size, patches=options.adaptive_rounding)
     qm = quantize_from_stats(model, stats, options, labels=labels, calibration=calibration,
                              patch_moments=conv_stats.patch_moments if conv_stats else None)
     if options.empirical_bias_correction:
-        qm, shifts = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means)
+        release_free_heap()
+        if on_pass is not None:
+            on_pass(PASS_EMPIRICAL, 0, count)
+        shown = [0]
+
+        def work(done: int, total: int) -> None:
+            # the integer pass goes layer by layer: its count is the work done in images' worth,
+            # reported when it grows
+            images = done * count // max(total, 1)
+            if on_pass is not None and images > shown[0]:
+                shown[0] = images
+                on_pass(PASS_EMPIRICAL, images, count)
+
+        qm, shifts = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means, progress=work)
         qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
                                       "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})
     return qm, stats, model
@@ -142,61 +257,83 @@ class ConvStatistics:
     patch_moments: dict[str, PatchMoments]
 
 
+class ConvInputObserver:
+    """Forward hooks on every conv of `model` that accumulate, batch by batch, what
+    ConvStatistics holds: the per-channel sum of each conv's output before its ReLU (float64)
+    and, with `patches`, the patch moments of each conv input tensor (conv_moments.py; the
+    convs reading one tensor share them). Use as a context manager around the forward passes."""
+
+    def __init__(self, model: SqueezeNet, *, patches: bool = True):
+        self.model, self.patches = model, patches
+        pre = model.arch.preprocess
+        self._input = INPUT
+        # the folded conv1 sees raw pixels: x * std + mean of its normalised input
+        self._affine = (torch.tensor(pre.std, dtype=torch.float64).view(1, -1, 1, 1),
+                        torch.tensor(pre.mean, dtype=torch.float64).view(1, -1, 1, 1))
+        self.source: dict[str, str] = {}
+        readers: dict[str, dict] = {}
+        for n in lower(model.arch):
+            if n.kind is OpKind.CONV:
+                self.source[n.name] = n.inputs[0]
+                c = n.conv
+                readers.setdefault(n.inputs[0], {})[n.name] = ConvGeometry((c.kernel, c.kernel), c.stride, c.pad)
+        self.moments = {t: TensorPatchMoments(r) for t, r in readers.items()} if patches else {}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self._done: set[str] = set()  # tensors whose moments this batch already has
+        self._handles = []
+        self.scratch = Scratch()
+
+    def __enter__(self) -> "ConvInputObserver":
+        self._handles = [conv.register_forward_hook(self._hook(name)) for name, conv in self.model.named_convs()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def next_batch(self) -> None:
+        self._done.clear()
+
+    def _hook(self, name: str):
+        def hook(conv, inputs, out):
+            s = channel_sums(out, self.scratch)
+            self.sums[name] = s if name not in self.sums else self.sums[name] + s
+            self.counts[name] = self.counts.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
+            src = self.source[name]
+            if self.patches and src not in self._done:
+                self._done.add(src)
+                scale, shift = self._affine if src == self._input else (None, None)
+                self.moments[src].update(inputs[0], scale=scale, shift=shift, scratch=self.scratch)
+        return hook
+
+    def result(self) -> ConvStatistics:
+        means = {name: (self.sums[name] / self.counts[name]).numpy() for name in self.sums}
+        moments = {}
+        for m in self.moments.values():
+            moments.update(m.moments())
+        return ConvStatistics(means, {n: moments[n] for n in self.source if n in moments})
+
+
 def conv_input_statistics(model: SqueezeNet, pixels: np.ndarray, *, batch_size: int = 32,
                           patches: bool = True) -> ConvStatistics:
     """One FP32 pass over uint8 pixels (N, S, S, 3). Pre-activation means include the padded
     border (what the integer model's accumulator holds). Patch moments are in the quantized
     conv's input units: conv1's in raw pixels (its input normalisation is folded, quantize.py),
     and in the OHWI order of its weights; `patches=False` skips them (empirical bias
-    correction alone). Cost: sum over convs of patches * K^2 in float64, ~20 s for 194 images
-    of v1.0 on 2 cores."""
-    import torch
-    import torch.nn.functional as F
-
+    correction alone)."""
     pre = model.arch.preprocess
-    std = torch.tensor(pre.std, dtype=torch.float64).view(1, -1, 1, 1)
-    mean = torch.tensor(pre.mean, dtype=torch.float64).view(1, -1, 1, 1)
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    first: dict[str, torch.Tensor] = {}
-    second: dict[str, torch.Tensor] = {}
-    npatch: dict[str, int] = {}
-
-    def hook_for(name: str):
-        def hook(conv, inputs, out):
-            sums[name] = sums.get(name, 0) + out.double().sum(dim=(0, 2, 3)).numpy()
-            counts[name] = counts.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
-            if not patches:
-                return
-            x = inputs[0].double()
-            if name == "conv1":  # the folded conv1 sees raw pixels
-                x = x * std + mean
-            kh, kw = conv.kernel_size
-            for xi in x:  # one image at a time: conv1's patches are ~15 MB per image in float64
-                cols = F.unfold(xi[None], (kh, kw), padding=conv.padding, stride=conv.stride)  # (1, C*kh*kw, L)
-                c = xi.shape[0]
-                # unfold orders a patch (c, i, j); the int8 weights are OHWI, so reorder to (i, j, c)
-                cols = cols[0].view(c, kh, kw, -1).permute(3, 1, 2, 0).reshape(-1, kh * kw * c)
-                second[name] = second.get(name, 0) + cols.T @ cols
-                first[name] = first.get(name, 0) + cols.sum(dim=0)
-                npatch[name] = npatch.get(name, 0) + cols.shape[0]
-        return hook
-
-    handles = [conv.register_forward_hook(hook_for(name)) for name, conv in model.named_convs()]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with ConvInputObserver(model, patches=patches) as obs, torch.no_grad():
             for i in range(0, len(pixels), batch_size):
+                obs.next_batch()
                 model(torch.from_numpy(normalize(pixels[i:i + batch_size], pre)))
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    means = {name: sums[name] / counts[name] for name in sums}
-    moments = {name: PatchMoments((first[name] / npatch[name]).numpy(), (second[name] / npatch[name]).numpy(),
-                                  npatch[name]) for name in first}
-    return ConvStatistics(means, moments)
+    return obs.result()
 
 
 def preactivation_means(model: SqueezeNet, pixels: np.ndarray, *, batch_size: int = 32) -> dict[str, np.ndarray]:

@@ -51,7 +51,8 @@ def pixels_to_int8(pixels: np.ndarray) -> np.ndarray:
     """uint8 pixels -> int8 q = pixel - 128 (the input's parameters: scale 1, zero point -128)."""
     if pixels.dtype != np.uint8:
         raise DataError(f"the integer model takes uint8 pixels, got {pixels.dtype}; use data.to_uint8_input")
-    return (pixels.astype(np.int16) - 128).astype(np.int8)
+    # p ^ 0x80 read as int8 is p - 128 (two's complement), without int16 copies of the batch
+    return np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
 
 
 # Requantization runs on blocks of this many accumulators: its int64 and float32 temporaries
@@ -59,7 +60,7 @@ def pixels_to_int8(pixels: np.ndarray) -> np.ndarray:
 # and the elementwise passes ran 3x slower (measured on conv1's accumulators, 2 cores).
 _REQUANT_BLOCK = 1 << 18
 # Images per conv chunk: about this many int32 accumulators exist at once.
-_ACC_BUDGET = 1 << 22
+_ACC_BUDGET = 1 << 20
 
 
 class _Requantizer:
@@ -155,8 +156,10 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
     int32 accumulators) and only int8 results are kept. Without `keep`, a tensor is dropped
     after its last reader, and a conv whose only reader is a max pool, a concat or the mean
     hands each chunk straight on: pooled (its full-size output never exists), written into its
-    channels of the concat (no copy), or averaged into the logits. Every value is computed as
-    in plain node-by-node order: each depends on its own image alone."""
+    channels of the concat (no copy), or averaged into the logits; the convs of a concat that
+    only a max pool reads (fire4, fire8 of v1.0) run together, and only the pool is kept. Every
+    value is computed as in plain node-by-node order: each depends on its own image alone, and
+    `before_conv` sees each conv's whole input before that conv runs."""
     if pixels.ndim == 3:
         pixels = pixels[None]
     s = qm.arch.input_size
@@ -174,11 +177,15 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
     for n in nodes:
         for i in n.inputs:
             readers.setdefault(i, []).append(n)
+    by_name = {n.name: n for n in nodes}
     sizes = _shapes(qm, nodes, pixels.shape)
     macs = conv_macs(qm, pixels.shape)
     total, done = sum(macs.values()), 0
     # channel offset of each conv output inside the concat that is its only reader
     concat_at = {}
+    # a concat of convs that all read one tensor, read only by a max pool (a Fire module before
+    # a pool): its convs run together chunk by chunk and only the pool of the concat is kept
+    pooled_concat: dict[str, tuple[list[str], Node, Node]] = {}
     for n in nodes:
         if n.kind is OpKind.CONCAT and not keep:
             at = 0
@@ -186,50 +193,71 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
                 if i in qm.convs and len(readers[i]) == 1:
                     concat_at[i] = (n.name, at)
                 at += sizes[i][3]
-    fused: set[str] = set()  # pools and the mean, computed chunk by chunk with their conv
+            after = readers.get(n.name, [])
+            if (all(i in concat_at for i in n.inputs) and len({by_name[i].inputs[0] for i in n.inputs}) == 1
+                    and len(after) == 1 and after[0].kind is OpKind.MAXPOOL):
+                pooled_concat[n.inputs[0]] = (list(n.inputs), n, after[0])
+    fused: set[str] = set()  # nodes computed chunk by chunk together with a conv before them
     for k, n in enumerate(nodes):
         if n.name in fused:
             pass
         elif n.kind is OpKind.CONV:
-            c = qm.convs[n.name]
             x = env[n.inputs[0]]
-            if before_conv is not None:
-                c = before_conv(n, c, x) or c
-            zp = t[n.name].zero_point
-            requantize = _Requantizer(c, t, zp, max(zp, -128) if n.relu else -128, how)
+            names, concat, pool = pooled_concat.get(n.name, ([n.name], None, None))
+            convs = []
+            for name in names:  # every conv of a group sees the same input: all hooks first
+                c = qm.convs[name]
+                if before_conv is not None:
+                    c = before_conv(by_name[name], c, x) or c
+                zp = t[name].zero_point
+                convs.append((by_name[name], c, _Requantizer(c, t, zp, max(zp, -128) if by_name[name].relu else -128, how)))
             after = readers.get(n.name, [])
             then = after[0] if len(after) == 1 and not keep and after[0].kind in (OpKind.MAXPOOL, OpKind.MEAN) else None
-            if then is not None:
-                fused.add(then.name)
-            if n.name in concat_at:
+            if pool is not None:
+                fused.update(names[1:])
+                fused.update((concat.name, pool.name))
+                out = env[pool.name] = np.empty(sizes[pool.name], np.int8)
+            elif n.name in concat_at:
                 name, at = concat_at[n.name]
                 if name not in env:
                     env[name] = np.empty(sizes[name], np.int8)
                 out = env[name][..., at:at + sizes[n.name][3]]
-            elif then is not None and then.kind is OpKind.MAXPOOL:
-                out = env[then.name] = np.empty(sizes[then.name], np.int8)
             elif then is not None:
-                out = logits = np.empty((count, sizes[n.name][3]), np.float32)
+                fused.add(then.name)
+                if then.kind is OpKind.MAXPOOL:
+                    out = env[then.name] = np.empty(sizes[then.name], np.int8)
+                else:
+                    out = logits = np.empty((count, sizes[n.name][3]), np.float32)
             else:
                 out = env[n.name] = np.empty(sizes[n.name], np.int8)
-            p = n.conv.pad
-            per_image = macs[n.name] // count
-            step = chunk or max(1, _ACC_BUDGET // (sizes[n.name][1] * sizes[n.name][2] * sizes[n.name][3]))
+            per_image = sum(sizes[name][1] * sizes[name][2] * sizes[name][3] for name in names)
+            step = chunk or max(1, _ACC_BUDGET // per_image)
             for i in range(0, count, step):
-                acc = kernels.conv2d_accumulate(x[i:i + step], t[c.input].zero_point, c.weight, c.bias,
-                                                stride=n.conv.stride, padding=(p, p, p, p))
-                q = requantize(acc)
-                del acc
-                if then is None:
-                    out[i:i + len(q)] = q
-                elif then.kind is OpKind.MAXPOOL:
-                    out[i:i + len(q)] = kernels.max_pool(q, kernel=then.kernel, stride=then.stride,
-                                                         ceil_mode=then.ceil_mode)
-                else:
-                    out[i:i + len(q)] = _mean_logits(q, t[n.name])
-                done += per_image * len(q)
-                if progress is not None:
-                    progress(done, total)
+                part = x[i:i + step]
+                if pool is not None:
+                    cat = np.empty((len(part), *sizes[concat.name][1:]), np.int8)
+                for node, c, requantize in convs:
+                    p = node.conv.pad
+                    acc = kernels.conv2d_accumulate(part, t[c.input].zero_point, c.weight, c.bias,
+                                                    stride=node.conv.stride, padding=(p, p, p, p))
+                    q = requantize(acc)
+                    del acc
+                    if pool is not None:
+                        at = concat_at[node.name][1]
+                        cat[..., at:at + q.shape[3]] = q
+                    elif then is None:
+                        out[i:i + len(q)] = q
+                    elif then.kind is OpKind.MAXPOOL:
+                        out[i:i + len(q)] = kernels.max_pool(q, kernel=then.kernel, stride=then.stride,
+                                                             ceil_mode=then.ceil_mode)
+                    else:
+                        out[i:i + len(q)] = _mean_logits(q, t[node.name])
+                    done += macs[node.name] // count * len(q)
+                    if progress is not None:
+                        progress(done, total)
+                if pool is not None:
+                    out[i:i + len(part)] = kernels.max_pool(cat, kernel=pool.kernel, stride=pool.stride,
+                                                            ceil_mode=pool.ceil_mode)
         elif n.kind is OpKind.MAXPOOL:
             env[n.name] = kernels.max_pool(env[n.inputs[0]], kernel=n.kernel, stride=n.stride, ceil_mode=n.ceil_mode)
         elif n.kind is OpKind.CONCAT:
