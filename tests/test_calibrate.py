@@ -401,6 +401,79 @@ def test_collect_stats_on_a_tiny_squeezenet(tiny_images, bypass):
         assert np.abs(np.cumsum(d.hist) - np.cumsum(m.hist)).max() <= 2
 
 
+def _same_stats(a, b):
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name] == b[name], name  # min, max, count, bound, histogram
+        for key in ("channel_mean", "channel_max"):
+            x, y = getattr(a[name], key), getattr(b[name], key)
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (name, key)
+
+
+def test_collect_stats_from_pixels_equals_from_files(tiny_images):
+    from edgesqueeze.calibrate import pixel_batches
+    from edgesqueeze.data import load_pixels
+
+    model = tiny_squeezenet()
+    pre = model.arch.preprocess
+    from_files = collect_stats(model, tiny_images, batch_size=3)
+    pixels = load_pixels(tiny_images, pre)
+    _same_stats(collect_stats(model, tiny_images, batch_size=3, pixels=pixels), from_files)
+    _same_stats(collect_stats(model, None, batch_size=3, pixels=pixels), from_files)
+    # decoding once into a store gives those pixels
+    store = np.zeros_like(pixels)
+    batches = list(pixel_batches(tiny_images, pre, 3, store=store))
+    assert [len(b) for b in batches] == [3, 1]
+    np.testing.assert_array_equal(store, pixels)
+    with pytest.raises(DataError, match="3 rows of pixels for 4 images"):
+        collect_stats(model, tiny_images, pixels=pixels[:3])
+    with pytest.raises(DataError, match="uint8"):
+        collect_stats(model, tiny_images, pixels=pixels.astype(np.float32))
+
+
+def test_channel_sums_in_chunks_and_scratch():
+    from edgesqueeze import calibrate
+
+    x = torch.randn(5, 4, 30, 30) * 3
+    whole = x.sum(dim=(0, 2, 3), dtype=torch.float64)
+    scratch = calibrate.Scratch()
+    old = calibrate._SUM_CHUNK
+    try:
+        calibrate._SUM_CHUNK = 2 * 4 * 30 * 30  # two images per partial sum
+        chunked = calibrate.channel_sums(x)
+        assert torch.equal(calibrate.channel_sums(x, scratch), chunked)  # scratch: the same values
+        assert torch.allclose(chunked, whole, rtol=1e-13, atol=1e-12)
+    finally:
+        calibrate._SUM_CHUNK = old
+    assert torch.equal(calibrate.channel_sums(x), whole)  # one chunk: one sum
+
+
+def test_channel_maxima_are_the_observers():
+    from edgesqueeze.calibrate import ChannelMaxima
+
+    model = tiny_squeezenet().eval()
+    names = ["conv1", "fire2.squeeze", "fire2.concat"]
+    maxima = ChannelMaxima(names)
+    x = torch.randn(6, 3, 64, 64)
+    obs = {}
+
+    def tap(name, t):
+        maxima.tap(name, t)
+        if name in ("conv1", "fire2.squeeze", "fire2.expand1x1", "fire2.expand3x3"):
+            obs.setdefault(name, Observer(name, 512)).update(t)
+
+    with torch.no_grad():
+        model(x[:4], tap=tap)
+        model(x[4:], tap=tap)
+    got = maxima.result()
+    assert set(got) == set(names)
+    np.testing.assert_array_equal(got["conv1"], obs["conv1"].stats().channel_max)
+    concat = merge_stats("fire2.concat", [obs["fire2.expand1x1"].stats(), obs["fire2.expand3x3"].stats()])
+    np.testing.assert_array_equal(got["fire2.concat"], concat.channel_max)
+    with pytest.raises(DataError, match="NaN or Inf in activations of conv1"):
+        ChannelMaxima(["conv1"]).tap("conv1", torch.full((1, 2, 2, 2), float("nan")))
+
+
 def test_collect_stats_errors(tmp_path, tiny_images):
     model = tiny_squeezenet()
     with pytest.raises(DataError, match="no calibration images"):

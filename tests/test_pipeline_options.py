@@ -38,3 +38,137 @@ def test_too_few_images_for_method():
 
     with pytest.raises(DataError, match="too few.*kl"):
         calibrate_and_quantize(squeezenet1_1(), [LabelledImage("a.jpg", -1)] * 3, QuantizeOptions.make(method="kl"))
+
+
+# ---------------------------------------------------------------- the passes, on a tiny arch
+
+
+def _tiny(n=13, seed=4):
+    import numpy as np
+
+    from edgesqueeze.data import LabelledImage
+    from edgesqueeze.model import SqueezeNet
+    from test_quant import smooth_pixels, tiny_arch, tiny_params
+
+    arch = tiny_arch()
+    model = SqueezeNet.from_params(arch, tiny_params(arch, seed=seed))
+    pixels = smooth_pixels(np.random.default_rng(seed + 1), n, noise=6.0)
+    items = [LabelledImage(f"never-read-{i}.jpg", -1) for i in range(n)]  # pixels= : nothing is read
+    return model, items, pixels
+
+
+def _separate_steps(model, pixels, options, batch_size):
+    """The steps of calibrate_and_quantize one by one, each with its own pass over the pixels."""
+    from dataclasses import replace
+
+    from edgesqueeze.calibrate import collect_stats
+    from edgesqueeze.model import SqueezeNet
+    from edgesqueeze.pipeline import conv_input_statistics, quantize_from_stats
+    from edgesqueeze.quant.empirical import empirical_bias_correction
+    from edgesqueeze.quant.equalize import equalize
+
+    stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels)
+    if options.equalize > 0:
+        cmax = {n: s.channel_max for n, s in stats.items() if s.channel_max is not None}
+        params, _ = equalize(model.arch, model.numpy_params(), cmax, alpha=options.equalize)
+        model = SqueezeNet.from_params(model.arch, params)
+        stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels)
+    conv = conv_input_statistics(model, pixels, batch_size=batch_size, patches=options.adaptive_rounding)
+    qm = quantize_from_stats(model, stats, options,
+                             patch_moments=conv.patch_moments if options.adaptive_rounding else None)
+    if options.empirical_bias_correction:
+        qm, shifts = empirical_bias_correction(qm, pixels, conv.preactivation_means)
+        qm = replace(qm, calibration={**qm.calibration, "shifts": shifts})
+    return qm, stats
+
+
+@pytest.mark.parametrize("kw", [{}, dict(equalize=0.0), dict(adaptive_rounding=False),
+                                dict(empirical_bias_correction=False)])
+def test_fused_passes_compute_what_the_separate_steps_compute(kw):
+    import numpy as np
+
+    from edgesqueeze.pipeline import calibrate_and_quantize
+
+    model, items, pixels = _tiny()
+    options = QuantizeOptions.make(**kw)
+    qm, stats, _ = calibrate_and_quantize(model, items, options, batch_size=5, pixels=pixels)
+    ref, ref_stats = _separate_steps(model, pixels, options, 5)
+    assert list(stats) == list(ref_stats)
+    for name, s in stats.items():
+        r = ref_stats[name]
+        assert s == r, name
+        for key in ("channel_mean", "channel_max"):
+            a, b = getattr(s, key), getattr(r, key)
+            assert (a is None and b is None) or np.array_equal(a, b), (name, key)
+    assert qm.tensors == ref.tensors
+    for name, c in qm.convs.items():
+        for key in ("weight", "weight_scale", "bias"):
+            np.testing.assert_array_equal(getattr(c, key), getattr(ref.convs[name], key), err_msg=f"{name}.{key}")
+    if options.empirical_bias_correction:
+        assert qm.calibration["empirical_shift_mean_acc_steps"] == {
+            k: round(v, 2) for k, v in ref.calibration["shifts"].items()}
+    if options.adaptive_rounding:
+        assert qm.calibration["adaptive_rounding_gain_db"] == ref.calibration["adaptive_rounding_gain_db"]
+
+
+@pytest.mark.parametrize("kw,names", [
+    ({}, ["statistics", "statistics and conv inputs (equalized)", "empirical bias correction"]),
+    (dict(equalize=0.0), ["statistics and conv inputs", "empirical bias correction"]),
+    (dict(adaptive_rounding=False, empirical_bias_correction=False), ["statistics", "statistics (equalized)"]),
+    (dict(equalize=0.0, adaptive_rounding=False, empirical_bias_correction=False), ["statistics"]),
+])
+def test_on_pass_names_every_pass_and_counts_its_images(kw, names):
+    from edgesqueeze.pipeline import calibrate_and_quantize
+
+    model, items, pixels = _tiny()
+    calls, progress = [], []
+    calibrate_and_quantize(model, items, QuantizeOptions.make(**kw), batch_size=5, pixels=pixels,
+                           on_pass=lambda *a: calls.append(a), progress=progress.append)
+    seen = []
+    for name, done, total in calls:
+        assert total == len(items)
+        if not seen or seen[-1][0] != name:
+            assert done == 0, (name, done)  # a pass starts at 0
+            seen.append((name, []))
+        seen[-1][1].append(done)
+    assert [name for name, _ in seen] == names
+    for name, counts in seen:
+        assert counts[-1] == len(items), name  # and ends with every image
+        assert all(b > a for a, b in zip(counts, counts[1:])), (name, counts)
+        if name != "empirical bias correction":
+            assert counts == [0, 5, 10, 13], name  # after every batch
+    # the images-per-batch callback counts the FP32 statistics passes
+    fp32_passes = sum(1 for name, _ in seen if name.startswith("statistics"))
+    assert progress == [5, 5, 3] * fp32_passes
+
+
+def test_pixels_are_checked():
+    from edgesqueeze.errors import DataError
+    from edgesqueeze.pipeline import calibrate_and_quantize
+
+    model, items, pixels = _tiny()
+    with pytest.raises(DataError, match="12 rows of pixels for 13 images"):
+        calibrate_and_quantize(model, items, QuantizeOptions.make(), pixels=pixels[:12])
+
+
+def test_decoding_in_the_first_pass_gives_the_pixels_result(tmp_path):
+    import numpy as np
+
+    cv2 = pytest.importorskip("cv2")
+    from edgesqueeze.data import LabelledImage, load_pixels
+    from edgesqueeze.pipeline import calibrate_and_quantize
+
+    model, _, _ = _tiny()
+    rng = np.random.default_rng(9)
+    items = []
+    for i in range(9):
+        p = tmp_path / f"img{i}.png"
+        assert cv2.imwrite(str(p), cv2.GaussianBlur(rng.integers(0, 256, (48, 52, 3), dtype=np.uint8), (5, 5), 0))
+        items.append(LabelledImage(p, -1))
+    options = QuantizeOptions.make()
+    a, _, _ = calibrate_and_quantize(model, items, options, batch_size=4)
+    b, _, _ = calibrate_and_quantize(model, items, options, batch_size=4, pixels=load_pixels(items, model.arch.preprocess))
+    assert a.tensors == b.tensors
+    for name, c in a.convs.items():
+        np.testing.assert_array_equal(c.weight, b.convs[name].weight)
+        np.testing.assert_array_equal(c.bias, b.convs[name].bias)

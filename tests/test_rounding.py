@@ -214,3 +214,66 @@ def _stats(model, pixels):
         model(x, tap=tap)
     return {k: o.stats() for k, o in obs.items() if k != "logits"}
 
+
+
+def _im2col_moments(x, kh, kw, stride, pad):
+    """(E[x], E[x x^T], patches) of the OHWI-ordered patches of NCHW x, plainly."""
+    xn = np.pad(x.transpose(0, 2, 3, 1).astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xn, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * x.shape[1])  # (kh, kw, c) order
+    return cols.mean(axis=0), cols.T @ cols / len(cols), len(cols)
+
+
+@pytest.mark.parametrize("kernel,stride,pad,size", [
+    ((1, 1), 1, 0, (9, 11)), ((1, 1), 1, 1, (7, 7)), ((3, 3), 1, 1, (9, 11)), ((3, 3), 1, 0, (8, 8)),
+    ((5, 5), 1, 2, (10, 9)), ((3, 1), 1, 1, (6, 7)), ((2, 2), 1, 0, (6, 7)), ((3, 3), 2, 0, (11, 11)),
+    ((7, 7), 2, 0, (23, 23)), ((3, 3), 2, 1, (10, 12))])
+@pytest.mark.parametrize("chunk", [None, 50])
+def test_lag_moments_equal_plain_im2col_moments(kernel, stride, pad, size, chunk, monkeypatch):
+    from edgesqueeze import conv_moments
+    from edgesqueeze.conv_moments import ConvGeometry, TensorPatchMoments
+
+    if chunk:  # chunks of one image inside each batch
+        monkeypatch.setattr(conv_moments, "_CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(sum(kernel) + stride + pad)
+    x = (rng.normal(size=(5, 4, *size)) + 0.3).astype(np.float32)
+    geometry = {"conv": ConvGeometry(kernel, stride, pad), "beside": ConvGeometry((1, 1), 1, 0)}
+    acc = TensorPatchMoments(geometry)
+    acc.update(torch.from_numpy(x[:3]))
+    acc.update(torch.from_numpy(x[3:]))
+    got = acc.moments()
+    for name, g in geometry.items():
+        mean, second, count = _im2col_moments(x, *g.kernel, g.stride, g.pad)
+        assert got[name].count == count
+        np.testing.assert_allclose(got[name].mean, mean, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got[name].second, second, rtol=1e-12, atol=1e-13 * np.abs(second).max())
+        np.testing.assert_array_equal(got[name].second, got[name].second.T)
+
+
+def test_moments_of_an_affine_view_of_the_input():
+    """conv1 of a folded model sees x * std + mean of its normalised input."""
+    from edgesqueeze.conv_moments import ConvGeometry, TensorPatchMoments
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 3, 15, 15)).astype(np.float32)
+    scale, shift = np.array([58.0, 57.0, 57.5]), np.array([104.0, 117.0, 123.0])
+    acc = TensorPatchMoments({"conv1": ConvGeometry((7, 7), 2, 0)})
+    acc.update(torch.from_numpy(x), scale=torch.tensor(scale).view(1, -1, 1, 1), shift=torch.tensor(shift).view(1, -1, 1, 1))
+    mean, second, _ = _im2col_moments(x.astype(np.float64) * scale[None, :, None, None] + shift[None, :, None, None],
+                                      7, 7, 2, 0)
+    np.testing.assert_allclose(acc.moments()["conv1"].mean, mean, rtol=1e-13)
+    np.testing.assert_allclose(acc.moments()["conv1"].second, second, rtol=1e-13)
+
+
+def test_integer_inputs_give_exact_moments():
+    """Raw pixels (conv1 of the Caffe models): every sum is an exact integer, in any order."""
+    from edgesqueeze.conv_moments import ConvGeometry, TensorPatchMoments
+
+    x = np.random.default_rng(4).integers(0, 256, (4, 3, 19, 19)).astype(np.float32)
+    acc = TensorPatchMoments({"conv1": ConvGeometry((7, 7), 2, 0), "other": ConvGeometry((3, 3), 1, 1)})
+    acc.update(torch.from_numpy(x))
+    for name, (k, s, p) in {"conv1": (7, 2, 0), "other": (3, 1, 1)}.items():
+        mean, second, count = _im2col_moments(x, k, k, s, p)  # exact sums, divided by count
+        m = acc.moments()[name]
+        np.testing.assert_array_equal(m.second, second)
+        np.testing.assert_array_equal(m.mean, mean)
