@@ -283,13 +283,8 @@ def quantize(
     from .pipeline import calibrate_and_quantize
 
     model = SqueezeNet.from_params(model_arch, loaded.params)
-    import inspect  # TEMP until pipeline has on_pass
-    if "on_pass" in inspect.signature(calibrate_and_quantize).parameters:
-        kw = {"on_pass": on_pass}
-    else:
-        kw = {"progress": (lambda k, _c=[0]: (_c.__setitem__(0, _c[0] + k), on_pass and on_pass("calibrate", _c[0], 2 * len(calib))))}
     qm, _, quantized_fp32 = stages.run("calibrate and quantize", lambda: calibrate_and_quantize(
-        model, calib, options, labels=names, **kw))
+        model, calib, options, labels=names, on_pass=on_pass))
     stem = f"{model_arch.name}-{options.scheme.value}" + (f"-w{options.weight_bits}" if options.weight_bits != 8 else "")
     qjson, _ = qm.save(calib_out / stem)
 

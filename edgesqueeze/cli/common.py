@@ -26,8 +26,8 @@ class PassBars:
     """on_pass(name, done, total) as one progress bar per pass, named and counting images; no
     bars with quiet=True or without tqdm."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, *, prefix: str = ""):
+        self.quiet, self.prefix = quiet, prefix
         self.bars: dict = {}
 
     def __call__(self, name: str, done: int, total: int) -> None:
@@ -40,7 +40,8 @@ class PassBars:
             except ImportError:
                 self.quiet = True
                 return
-            bar = self.bars[name] = tqdm(total=total, desc=name, unit="img", file=sys.stderr, leave=False)
+            bar = self.bars[name] = tqdm(total=total, desc=self.prefix + name, unit="img", file=sys.stderr,
+                                         leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..errors import EdgeSqueezeError
-from .common import (EVAL_COLUMNS, _add_data_args, _add_quant_args, _add_weights_args, _calibration_items,
+from .common import (EVAL_COLUMNS, PassBars, _add_data_args, _add_quant_args, _add_weights_args, _calibration_items,
                      _comparison_row, _load_items, _load_model, _positive, _progress, _quantize_options,
                      _write_json)
 
@@ -54,12 +54,11 @@ def cmd_eval(args) -> int:
         calib = _calibration_items(args)
         for scheme in args.int8:
             options = _quantize_options(args, scheme)
-            passes = 2 if options.equalize > 0 else 1  # equalization calibrates twice
-            update, close = _progress(passes * len(calib), f"calibrate {scheme}", args.quiet)
+            bars = PassBars(args.quiet, prefix=f"{scheme}: ")  # one bar per pass, counting images
             try:
-                qm, _, quantized_fp32 = calibrate_and_quantize(model, calib, options, progress=update)
+                qm, _, quantized_fp32 = calibrate_and_quantize(model, calib, options, on_pass=bars)
             finally:
-                close()
+                bars.close()
             name = f"int8-{scheme}"
             update, close = _progress(len(items), name, args.quiet)
             try:
