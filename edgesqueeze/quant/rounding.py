@@ -68,7 +68,9 @@ class PatchMoments:
 def rounding_objective(e: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Per-row e^T H e: the expected squared output error (in weight steps) of rounding error e."""
     e = np.asarray(e, np.float64)
-    return np.einsum("ok,kl,ol->o", e, np.asarray(h, np.float64), e)
+    # (e h) . e by rows: one matrix product (BLAS) instead of einsum's three-operand loop, which
+    # took ~1.7 s of the ~4.5 s that quantizing v1.0 with adaptive rounding took (2 cores)
+    return ((e @ np.asarray(h, np.float64)) * e).sum(axis=1)
 
 
 def check_covariance(h: np.ndarray, k: int, name: str) -> np.ndarray:
