@@ -188,7 +188,8 @@ _SUM_CHUNK = 1 << 20  # values per float64 partial sum in channel_sums (8 MB)
 
 
 class Scratch:
-    """Reusable float64 buffers, one per key, grown when a larger one is asked for.
+    """Reusable buffers (float64 unless asked otherwise), one per key, grown when a larger one
+    is asked for.
     Calibration's partial sums and patch layouts take their 1-30 MB temporaries from here rather
     than allocating them for every chunk of every layer: that churn, between the forward pass's
     own allocations, left the heap fragmented (measured on v1.0, 194 images: the pass with
@@ -197,13 +198,14 @@ class Scratch:
     def __init__(self):
         self._flat: dict[str, "torch.Tensor"] = {}
 
-    def get(self, key: str, shape: tuple[int, ...], *, zero: bool = False) -> "torch.Tensor":
+    def get(self, key: str, shape: tuple[int, ...], *, zero: bool = False,
+            dtype: "torch.dtype" = torch.float64) -> "torch.Tensor":
         n = math.prod(shape)
         buf = self._flat.get(key)
-        if buf is None or buf.numel() < n:
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
             del buf
             self._flat.pop(key, None)  # the old one is freed before the new one is made
-            buf = self._flat[key] = torch.empty(n, dtype=torch.float64)
+            buf = self._flat[key] = torch.empty(n, dtype=dtype)
         out = buf[:n].view(shape)
         return out.zero_() if zero else out
 

@@ -208,10 +208,43 @@ class _Patches:
         sn, sh, sw, sc = x.stride()
         # (m, oh, ow, kh, kw, c): a view; copied into OHWI-ordered patches
         win = x.as_strided((m, oh, ow, kh, kw, c), (sn, sh * s, sw * s, sh, sw, sc))
+        block = _exact_float32_rows(x)
+        if block:  # small integers (raw pixels): float32 products of row blocks are exact
+            cols = scratch.get("patches32", (m, oh, ow, kh, kw, c), dtype=torch.float32).copy_(win)
+            cols = cols.view(-1, kh * kw * c)
+            self.first += cols.sum(dim=0, dtype=torch.float64)
+            self.second += _blocked_gram32(cols, block)
+            self.count += cols.shape[0]
+            return
         cols = scratch.get("patches", (m, oh, ow, kh, kw, c)).copy_(win).view(-1, kh * kw * c)
         self.first += cols.sum(dim=0)
         self.second += _gram(cols)
         self.count += cols.shape[0]
+
+
+def _exact_float32_rows(x: torch.Tensor) -> int:
+    """For integer-valued x with |x| <= M: the rows r = 2^24 // M^2 (at least 64) whose products
+    sum exactly in float32 (every partial sum an integer below 2^24), else 0."""
+    if x.numel() == 0 or torch.get_float32_matmul_precision() != "highest":
+        return 0  # float32 products may then run in lower precision (TF32/bfloat16)
+    m = float(x.abs().max())
+    if m == 0 or m > 512 or not torch.equal(x, torch.round(x)):
+        return 0
+    rows = int(2**24 // (m * m))
+    return rows if rows >= 64 else 0
+
+
+def _blocked_gram32(cols: torch.Tensor, rows: int) -> torch.Tensor:
+    """cols^T cols in float64, exactly, for float32 cols whose blocks of `rows` rows have exact
+    float32 products (_exact_float32_rows): 2.5-3x faster than the float64 product (conv1's
+    patches of v1.0, 2 cores), and equal to it bit for bit since every sum is an exact integer."""
+    n = cols.shape[0] // rows * rows
+    blocks = cols[:n].view(-1, rows, cols.shape[1])
+    out = torch.bmm(blocks.transpose(1, 2), blocks).sum(dim=0, dtype=torch.float64)
+    if n < cols.shape[0]:
+        rest = cols[n:].double()
+        out += rest.T @ rest
+    return out
 
 
 def _fill(region: torch.Tensor, x: torch.Tensor, scale, shift) -> None:
