@@ -431,15 +431,9 @@ def parse_metadata_buffer(buf: bytes) -> tuple[StandardMetadata, ...]:
 def read_standard_metadata(path_or_bytes) -> StandardMetadata:
     """The first subgraph's standard metadata of a .tflite file. DataError when the file has
     none or it is malformed."""
-    buf, source = _read_bytes(path_or_bytes)
+    entry, source = _metadata_entry(path_or_bytes, STANDARD_KEY, "")
     try:
-        entries = read_metadata_entries(buf)
-    except FlatbufferError as e:
-        raise DataError(f"{source}: not a readable TFLite model ({e})") from None
-    if STANDARD_KEY not in entries:
-        raise DataError(f"{source}: no '{STANDARD_KEY}' metadata (re-export it with `edgesqueeze quantize`)")
-    try:
-        return parse_metadata_buffer(entries[STANDARD_KEY])[0]
+        return parse_metadata_buffer(entry)[0]
     except MetadataError as e:
         raise DataError(f"{source}: its '{STANDARD_KEY}' metadata is malformed ({e}); re-export it") from None
 
@@ -493,15 +487,21 @@ def _read_bytes(path_or_bytes) -> tuple[bytes, str]:
 def read_tflite_metadata(path_or_bytes) -> ModelMetadata:
     """The `ModelMetadata` stored under "edgesqueeze" in a .tflite file (stdlib flatbuffer
     reader: no interpreter, no schema module, no TensorFlow)."""
+    entry, source = _metadata_entry(path_or_bytes, METADATA_KEY, "; it was not written by edgesqueeze")
+    return ModelMetadata.from_json(entry.decode("utf-8"), source=source)
+
+
+def _metadata_entry(path_or_bytes, key: str, why: str) -> tuple[bytes, str]:
+    """(the bytes of the Model.metadata entry `key`, the file's name for messages); DataError
+    for an unreadable model or a missing entry."""
     buf, source = _read_bytes(path_or_bytes)
     try:
         entries = read_metadata_entries(buf)
     except FlatbufferError as e:
         raise DataError(f"{source}: not a readable TFLite model ({e})") from None
-    if METADATA_KEY not in entries:
-        raise DataError(f"{source}: no '{METADATA_KEY}' metadata; it was not written by edgesqueeze "
-                        "(re-export it with `edgesqueeze quantize`)")
-    return ModelMetadata.from_json(entries[METADATA_KEY].decode("utf-8"), source=source)
+    if key not in entries:
+        raise DataError(f"{source}: no '{key}' metadata{why} (re-export it with `edgesqueeze quantize`)")
+    return entries[key], source
 
 
 def _schema():
