@@ -77,7 +77,7 @@ class QuantizeOptions:
     percentile: float = 99.99
     equalize: float = DEFAULT_EQUALIZE  # cross-layer activation equalization strength; 0 = off
     empirical_bias_correction: bool = True  # quant/empirical.py, after the analytic correction
-    weight_bits: int = 8  # weight grid ±(2^(b-1)-1) in int8 (quant/quantize.py); 7 for a < 0.5 MB bundle
+    weight_bits: int = 8  # weight grid ±(2^(b-1)-1) in int8 (quant/quantize.py); fewer levels: a smaller bundle
     adaptive_rounding: bool = True  # quant/rounding.py: weights rounded for the layer's output error
 
     @classmethod
