@@ -13,7 +13,8 @@ The passes over the calibration images, as `on_pass(name, images_done, images_to
   (ConvInputObserver: pre-ReLU means, patch moments); the name then reads "statistics and conv
   inputs (equalized)" ("statistics and conv inputs" without equalization).
 - "empirical bias correction": the integer model, layer by layer over all images
-  (quant/empirical.py); its count is the integer work done, in images' worth of it.
+  (quant/empirical.py, its convolutions on torch's float32 kernels with the integer reference's
+  results: exact_conv.py); its count is the integer work done, in images' worth of it.
 
 Each image is decoded once, in the first pass, and its uint8 pixels (N x S x S x 3: 30 MB for
 194 images of v1.0) serve every later pass; `pixels=` skips the decoding altogether.
@@ -31,6 +32,7 @@ import torch
 from .calibrate import (ChannelMaxima, Method, Scratch, StatsCollector, as_method, channel_sums, check_pixels,
                         choose_range, pixel_batches)
 from .conv_moments import ConvGeometry, TensorPatchMoments
+from .exact_conv import ExactFloat32Conv
 from .graph import INPUT, OpKind, lower
 from .data import DEFAULT_CALIBRATION_FRACTION, SPLIT_SALT, LabelledImage, normalize
 from .errors import DataError, OptionError
@@ -241,7 +243,8 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                 shown[0] = images
                 on_pass(PASS_EMPIRICAL, images, count)
 
-        qm, shifts = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means, progress=work)
+        qm, shifts = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means, progress=work,
+                                               conv_kernel=ExactFloat32Conv())
         qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
                                       "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})
     return qm, stats, model

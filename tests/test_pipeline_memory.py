@@ -158,3 +158,62 @@ def test_streamed_correction_equals_the_accumulator_form(model, chunk):
         np.testing.assert_array_equal(fixed.convs[name].bias, c.bias, err_msg=name)
         np.testing.assert_array_equal(fixed.convs[name].weight, qm.convs[name].weight)
     np.testing.assert_array_equal(run_int8(fixed, pixels).logits, node_by_node(fixed, pixels)[0])
+
+
+# ---------------------------------------------------------------- exact_conv (torch)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_float32_kernels_give_the_numpy_correction(model, chunk):
+    pytest.importorskip("torch")
+    from edgesqueeze.exact_conv import ExactFloat32Conv
+
+    qm, pixels = model
+    fp = fp32_means_near(qm, pixels, seed=5)
+    a, sa = empirical_bias_correction(qm, pixels, fp, chunk=chunk)
+    kernel = ExactFloat32Conv()
+    b, sb = empirical_bias_correction(qm, pixels, fp, chunk=chunk, conv_kernel=kernel)
+    assert sa == sb and not kernel.use_numpy
+    assert kernel.checked == set(qm.convs)
+    for name in a.convs:
+        np.testing.assert_array_equal(a.convs[name].bias, b.convs[name].bias)
+    np.testing.assert_array_equal(_run(qm, pixels, Requant.FLOAT32, conv_kernel=ExactFloat32Conv()).logits,
+                                  run_int8(qm, pixels).logits)
+
+
+def test_float32_kernels_split_wide_layers_into_exact_groups():
+    """K * 255 * max|w| above 2^24 (here 9 * 2048 * 255 * 127) needs several channel groups;
+    extreme inputs and weights make every partial sum as large as it can be."""
+    torch = pytest.importorskip("torch")
+    from edgesqueeze.arch import ConvSpec
+    from edgesqueeze.exact_conv import ExactFloat32Conv
+    from edgesqueeze.graph import Node
+    from edgesqueeze.quant.params import QConv, QParams
+    from edgesqueeze.quant.reference import Requantizer, int8_conv
+
+    rng = np.random.default_rng(0)
+    cin, cout = 2048, 4
+    spec = ConvSpec("wide", cin, cout, kernel=3, stride=1, pad=1, relu=False)
+    w = np.where(rng.random((cout, 3, 3, cin)) < 0.5, 127, -127).astype(np.int8)
+    w[1] = 127  # one channel whose every product has the same sign
+    x = np.full((2, 5, 5, cin), 127, np.int8)
+    x[1] = rng.integers(-128, 128, (5, 5, cin))
+    conv = QConv("wide", spec, w, np.full(cout, 1e-6, np.float32), np.zeros(cout, np.int32), "x", "wide")
+    tensors = {"x": QParams(1.0, -128), "wide": QParams(1.0, 0)}
+    requantize = Requantizer(conv, tensors, 0, -128, Requant.FLOAT32)
+    node = Node(OpKind.CONV, "wide", ("x",), conv=spec)
+    kernel = ExactFloat32Conv()
+    np.testing.assert_array_equal(kernel._float32(x, node, conv, -128, requantize),
+                                  int8_conv(x, node, conv, -128, requantize))
+
+
+def test_a_float32_kernel_that_differs_hands_the_run_to_numpy(model, monkeypatch):
+    pytest.importorskip("torch")
+    from edgesqueeze.exact_conv import ExactFloat32Conv
+
+    qm, pixels = model
+    kernel = ExactFloat32Conv()
+    monkeypatch.setattr(ExactFloat32Conv, "_float32", staticmethod(lambda x, *a: np.zeros((1,), np.int8)))
+    np.testing.assert_array_equal(_run(qm, pixels, Requant.FLOAT32, conv_kernel=kernel).logits,
+                                  run_int8(qm, pixels).logits)
+    assert kernel.use_numpy

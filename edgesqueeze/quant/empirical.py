@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import DataError, OptionError
 from ..graph import Node
 from .params import QConv, QuantizedModel
-from .reference import Requant, _run
+from .reference import ConvKernel, Requant, _run
 
 
 def tap_sums(x: np.ndarray, zero_point: int, kernel: tuple[int, int], stride: int, pad: int,
@@ -84,6 +84,7 @@ def empirical_bias_correction(
     *,
     chunk: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    conv_kernel: ConvKernel | None = None,
 ) -> tuple[QuantizedModel, dict[str, float]]:
     """(corrected model, {conv name: mean |shift| in accumulator steps}).
 
@@ -92,8 +93,9 @@ def empirical_bias_correction(
     of the same (after equalization: the equalized) FP32 model that `qm` was quantized from.
     `chunk`: images per conv computation (default: by size, reference._run); the result does
     not depend on it. `progress(done, total)`: multiply-accumulates of the integer convs done,
-    after every chunk. Memory: the int8 activations of all images of about two layers at once
-    (module doc)."""
+    after every chunk. `conv_kernel`: computes each conv chunk in place of reference.int8_conv,
+    with the same results (edgesqueeze/exact_conv.py, torch). Memory: the int8 activations of
+    all images of about two layers at once (module doc)."""
     if not isinstance(qm, QuantizedModel):
         raise OptionError(f"empirical_bias_correction takes a QuantizedModel, got {type(qm).__name__}")
     pixels = np.asarray(pixels)
@@ -130,5 +132,5 @@ def empirical_bias_correction(
 
     # _run calls `correct` at each conv, in graph order, with the conv's input over all images
     # as computed by the convs before it, already corrected
-    _run(qm, pixels, Requant.FLOAT32, before_conv=correct, chunk=chunk, progress=progress)
+    _run(qm, pixels, Requant.FLOAT32, before_conv=correct, chunk=chunk, progress=progress, conv_kernel=conv_kernel)
     return replace(qm, convs=convs), shifts

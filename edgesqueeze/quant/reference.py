@@ -63,8 +63,9 @@ _REQUANT_BLOCK = 1 << 18
 _ACC_BUDGET = 1 << 20
 
 
-class _Requantizer:
-    """One conv's requantization, its per-channel constants computed once."""
+class Requantizer:
+    """One conv's requantization (int32 accumulators -> int8), its per-channel constants
+    computed once: `scale` (float32 multipliers, Requant.FLOAT32), `zp`, `qmin` (qmax is 127)."""
 
     def __init__(self, conv: QConv, tensors, zp: int, qmin: int, how: Requant):
         self.zp, self.qmin, self.how = zp, qmin, how
@@ -94,6 +95,18 @@ class _Requantizer:
 BeforeConv = Callable[[Node, QConv, np.ndarray], "QConv | None"]
 # progress(done, total): multiply-accumulates of the convs computed so far, of all of them
 WorkProgress = Callable[[int, int], None]
+# conv_kernel(x, node, conv, input_zero_point, requantize) -> int8 NHWC outputs of the conv on
+# the int8 NHWC chunk x: what int8_conv computes, by other means (edgesqueeze/exact_conv.py)
+ConvKernel = Callable[[np.ndarray, Node, QConv, int, "Requantizer"], np.ndarray]
+
+
+def int8_conv(x: np.ndarray, node: Node, conv: QConv, input_zero_point: int, requantize: "Requantizer") -> np.ndarray:
+    """One conv of the integer model on an int8 NHWC chunk: exact int32 accumulators
+    (kernels.conv2d_accumulate), requantized to int8."""
+    p = node.conv.pad
+    acc = kernels.conv2d_accumulate(x, input_zero_point, conv.weight, conv.bias, stride=node.conv.stride,
+                                    padding=(p, p, p, p))
+    return requantize(acc)
 
 
 def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str = Requant.FLOAT32,
@@ -148,9 +161,9 @@ def _mean_logits(q: np.ndarray, p) -> np.ndarray:
 
 def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = False,
          before_conv: BeforeConv | None = None, chunk: int | None = None,
-         progress: WorkProgress | None = None) -> IntRun:
+         progress: WorkProgress | None = None, conv_kernel: ConvKernel | None = None) -> IntRun:
     """run_int8, plus what empirical bias correction (quant/empirical.py) needs: `before_conv`,
-    and `progress` after every chunk of images of every conv.
+    `progress` after every chunk of images of every conv, and `conv_kernel` in place of int8_conv.
 
     Memory: a conv runs `chunk` images at a time (default: as many as make about _ACC_BUDGET
     int32 accumulators) and only int8 results are kept. Without `keep`, a tensor is dropped
@@ -210,7 +223,7 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
                 if before_conv is not None:
                     c = before_conv(by_name[name], c, x) or c
                 zp = t[name].zero_point
-                convs.append((by_name[name], c, _Requantizer(c, t, zp, max(zp, -128) if by_name[name].relu else -128, how)))
+                convs.append((by_name[name], c, Requantizer(c, t, zp, max(zp, -128) if by_name[name].relu else -128, how)))
             after = readers.get(n.name, [])
             then = after[0] if len(after) == 1 and not keep and after[0].kind in (OpKind.MAXPOOL, OpKind.MEAN) else None
             if pool is not None:
@@ -237,11 +250,7 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
                 if pool is not None:
                     cat = np.empty((len(part), *sizes[concat.name][1:]), np.int8)
                 for node, c, requantize in convs:
-                    p = node.conv.pad
-                    acc = kernels.conv2d_accumulate(part, t[c.input].zero_point, c.weight, c.bias,
-                                                    stride=node.conv.stride, padding=(p, p, p, p))
-                    q = requantize(acc)
-                    del acc
+                    q = (conv_kernel or int8_conv)(part, node, c, t[c.input].zero_point, requantize)
                     if pool is not None:
                         at = concat_at[node.name][1]
                         cat[..., at:at + q.shape[3]] = q
