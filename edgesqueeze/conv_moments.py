@@ -21,10 +21,11 @@ never reads). So
 and a 3x3 conv needs 13 lags (G(-d) = G(d)^T) instead of 81 blocks, each block C x C. G(d) is
 one matrix product on two shifted views of the input laid out with zero rows and columns
 (no patch is copied). A strided conv (conv1, 7x7/2 on 3 channels) has no shared lags to speak
-of and few channels: its patches are built (im2col) and multiplied directly.
+of and few channels: its patches are built (im2col) and multiplied directly; on raw pixels
+(small integers) in float32 over row blocks short enough for every sum to be exact.
 
 Products with a long inner dimension and few channels (C <= 64) run as batched products over
-blocks of rows, summed: one such product was 3-7x slower on 2 cores (MKL, 1e5 rows x 32
+blocks of rows, summed: as one product they were 3-7x slower on 2 cores (MKL, 1e5 rows x 32
 columns). Sums are float64 over chunks of images (about _CHUNK_ELEMENTS values each); their
 order differs from one im2col product per image by rounding only (measured on v1.0: at most
 7e-14 of the largest entry); integer inputs (conv1 on raw pixels) are summed exactly either way.
@@ -32,14 +33,14 @@ order differs from one im2col product per image by rounding only (measured on v1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .calibrate import Scratch
+from .exact_conv import ieee_float32
 from .quant.rounding import PatchMoments
 
 # float64 values of one chunk of the laid-out input or of its patches: 8 MB (at least one image)
@@ -144,7 +145,7 @@ class _LagSums:
 
     def moments(self, name: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(sum of patches (K,), sum of patch outer products (K, K), patches) of reader `name`,
-        in its OHWI order of the group's coordinates."""
+        in the OHWI order of its weights."""
         r = self.readers[name]
         kh, kw = r.kernel
         c = self.c
@@ -225,8 +226,8 @@ class _Patches:
 def _exact_float32_rows(x: torch.Tensor) -> int:
     """For integer-valued x with |x| <= M: the rows r = 2^24 // M^2 (at least 64) whose products
     sum exactly in float32 (every partial sum an integer below 2^24), else 0."""
-    if x.numel() == 0 or torch.get_float32_matmul_precision() != "highest":
-        return 0  # float32 products may then run in lower precision (TF32/bfloat16)
+    if x.numel() == 0 or not ieee_float32():
+        return 0
     m = float(x.abs().max())
     if m == 0 or m > 512 or not torch.equal(x, torch.round(x)):
         return 0

@@ -35,10 +35,14 @@ from .quant.reference import Requant, Requantizer, int8_conv
 _EXACT = 1 << 24  # float32 holds every integer up to this magnitude
 
 
-def _ieee_float32() -> bool:
-    """False when torch may run float32 convolutions in lower precision (TF32, bfloat16)."""
+def ieee_float32() -> bool:
+    """False when torch may run float32 products or convolutions in lower precision (TF32,
+    bfloat16): torch.set_float32_matmul_precision below "highest", or an fp32_precision of
+    torch.backends.mkldnn other than IEEE."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
     mkldnn = torch.backends.mkldnn
-    for owner in (mkldnn, getattr(mkldnn, "conv", None)):
+    for owner in (mkldnn, getattr(mkldnn, "conv", None), getattr(mkldnn, "matmul", None)):
         precision = getattr(owner, "fp32_precision", "none")
         if precision not in ("none", "ieee"):
             return False
@@ -51,7 +55,7 @@ class ExactFloat32Conv:
 
     def __init__(self):
         self.checked: set[str] = set()
-        self.use_numpy = not _ieee_float32()
+        self.use_numpy = not ieee_float32()
 
     def __call__(self, x: np.ndarray, node: Node, conv: QConv, input_zero_point: int,
                  requantize: Requantizer) -> np.ndarray:

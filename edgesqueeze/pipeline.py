@@ -44,6 +44,7 @@ from .quant.equalize import equalization_pairs, equalize
 from .quant.quantize import check_weight_bits, quantize_model
 
 PASS_STATISTICS = "statistics"
+MAXIMA_BATCH = 8  # images per forward pass of the first pass when it only keeps channel maxima
 PASS_EMPIRICAL = "empirical bias correction"
 OnPass = Callable[[str, int, int], None]
 _libc = None
@@ -51,10 +52,10 @@ _libc = None
 
 def release_free_heap() -> None:
     """Hand the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere).
-    A forward pass frees tens of 1-30 MB tensors per batch, which glibc keeps in its heap;
-    trimming after every batch and between passes lowered the peak RSS of calibrating v1.0 on
-    194 images by 10-90 MB per pass and the RSS left after it from ~500 to ~375 MB (measured,
-    2 cores), at no measurable cost in time."""
+    A forward pass frees tens of 1-30 MB tensors per batch, which glibc keeps in its heap, so
+    each pass would start on the last one's leftovers. Called between passes only: pages handed
+    back must be faulted in again when reused, and this VM's balloon reports freed pages to the
+    host (free page reporting), which makes that slow when the host is busy."""
     global _libc
     if _libc is None:
         try:
@@ -181,7 +182,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
     equalizing = options.equalize > 0 and bool(equalization_pairs(model.arch))
     conv_inputs = options.adaptive_rounding or options.empirical_bias_correction
 
-    def run(name: str, net, tap, *, collector=None, observer=None) -> None:
+    def run(name: str, net, tap, *, collector=None, observer=None, size: int = int(batch_size)) -> None:
         nonlocal pixels
         if on_pass is not None:
             on_pass(name, 0, count)
@@ -190,7 +191,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         net.eval()
         try:
             with torch.no_grad(), (observer or nullcontext()):
-                for batch in pixel_batches(items, pre, int(batch_size), pixels=pixels, store=store):
+                for batch in pixel_batches(items, pre, size, pixels=pixels, store=store):
                     if observer is not None:
                         observer.next_batch()
                     x = torch.from_numpy(normalize(batch, pre))
@@ -198,32 +199,34 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                         collector.observe_input(x)
                     net(x, tap=tap)
                     done += len(batch)
-                    del x
-                    release_free_heap()
                     if progress is not None:
                         progress(len(batch))
                     if on_pass is not None:
                         on_pass(name, done, count)
         finally:
             net.train(was_training)
+        release_free_heap()
         if pixels is None:
             pixels = store
 
     if equalizing:
         # rescale channels with the first pass's per-channel maxima, then calibrate the
         # equalized model: its activation ranges are what gets quantized
+        # maxima do not depend on how the images are batched: smaller batches, a quarter of
+        # the activation memory at the default 32
         maxima = ChannelMaxima(tensor for tensor, _, _ in equalization_pairs(model.arch))
-        run(PASS_STATISTICS, model, maxima.tap)
+        run(PASS_STATISTICS, model, maxima.tap, size=min(int(batch_size), MAXIMA_BATCH))
         params, _ = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=options.equalize,
                              power_of_two=options.scheme is Scheme.RISTRETTO)
         model = SqueezeNet.from_params(model.arch, params)
-    collector = StatsCollector(model.arch)
-    observer = ConvInputObserver(model, patches=options.adaptive_rounding) if conv_inputs else None
+    scratch = Scratch()  # the float64 temporaries of both, one set
+    collector = StatsCollector(model.arch, scratch=scratch)
+    observer = ConvInputObserver(model, patches=options.adaptive_rounding, scratch=scratch) if conv_inputs else None
     run(pass_name(equalized=equalizing, conv_inputs=conv_inputs), model, collector.tap,
         collector=collector, observer=observer)
     stats = collector.stats()
     conv_stats = observer.result() if observer is not None else None
-    del collector, observer
+    del collector, observer, scratch
     release_free_heap()
     calibration = {"images": count,
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
@@ -266,7 +269,7 @@ class ConvInputObserver:
     and, with `patches`, the patch moments of each conv input tensor (conv_moments.py; the
     convs reading one tensor share them). Use as a context manager around the forward passes."""
 
-    def __init__(self, model: SqueezeNet, *, patches: bool = True):
+    def __init__(self, model: SqueezeNet, *, patches: bool = True, scratch: Scratch | None = None):
         self.model, self.patches = model, patches
         pre = model.arch.preprocess
         self._input = INPUT
@@ -285,7 +288,7 @@ class ConvInputObserver:
         self.counts: dict[str, int] = {}
         self._done: set[str] = set()  # tensors whose moments this batch already has
         self._handles = []
-        self.scratch = Scratch()
+        self.scratch = scratch or Scratch()
 
     def __enter__(self) -> "ConvInputObserver":
         self._handles = [conv.register_forward_hook(self._hook(name)) for name, conv in self.model.named_convs()]

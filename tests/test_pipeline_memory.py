@@ -217,3 +217,26 @@ def test_a_float32_kernel_that_differs_hands_the_run_to_numpy(model, monkeypatch
     np.testing.assert_array_equal(_run(qm, pixels, Requant.FLOAT32, conv_kernel=kernel).logits,
                                   run_int8(qm, pixels).logits)
     assert kernel.use_numpy
+
+
+def test_without_ieee_float32_the_numpy_kernels_run(model):
+    torch = pytest.importorskip("torch")
+    from edgesqueeze.conv_moments import ConvGeometry, TensorPatchMoments
+    from edgesqueeze.exact_conv import ExactFloat32Conv
+
+    qm, pixels = model
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, 15, 15)).astype(np.float32))
+    fast = TensorPatchMoments({"conv1": ConvGeometry((7, 7), 2, 0)})
+    fast.update(x)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # float32 products may now run in bfloat16
+    try:
+        kernel = ExactFloat32Conv()
+        assert kernel.use_numpy
+        np.testing.assert_array_equal(_run(qm, pixels, Requant.FLOAT32, conv_kernel=kernel).logits,
+                                      run_int8(qm, pixels).logits)
+        slow = TensorPatchMoments({"conv1": ConvGeometry((7, 7), 2, 0)})
+        slow.update(x)  # float64 products: exact on integers as well
+    finally:
+        torch.set_float32_matmul_precision(old)
+    np.testing.assert_array_equal(fast.moments()["conv1"].second, slow.moments()["conv1"].second)

@@ -117,12 +117,14 @@ def test_fused_passes_compute_what_the_separate_steps_compute(kw):
     (dict(adaptive_rounding=False, empirical_bias_correction=False), ["statistics", "statistics (equalized)"]),
     (dict(equalize=0.0, adaptive_rounding=False, empirical_bias_correction=False), ["statistics"]),
 ])
-def test_on_pass_names_every_pass_and_counts_its_images(kw, names):
-    from edgesqueeze.pipeline import calibrate_and_quantize
+@pytest.mark.parametrize("batch_size", [5, 10])
+def test_on_pass_names_every_pass_and_counts_its_images(kw, names, batch_size):
+    from edgesqueeze.pipeline import MAXIMA_BATCH, calibrate_and_quantize
 
     model, items, pixels = _tiny()
     calls, progress = [], []
-    calibrate_and_quantize(model, items, QuantizeOptions.make(**kw), batch_size=5, pixels=pixels,
+    options = QuantizeOptions.make(**kw)
+    calibrate_and_quantize(model, items, options, batch_size=batch_size, pixels=pixels,
                            on_pass=lambda *a: calls.append(a), progress=progress.append)
     seen = []
     for name, done, total in calls:
@@ -132,14 +134,16 @@ def test_on_pass_names_every_pass_and_counts_its_images(kw, names):
             seen.append((name, []))
         seen[-1][1].append(done)
     assert [name for name, _ in seen] == names
-    for name, counts in seen:
+    fp32_batches = []
+    for k, (name, counts) in enumerate(seen):
         assert counts[-1] == len(items), name  # and ends with every image
         assert all(b > a for a, b in zip(counts, counts[1:])), (name, counts)
-        if name != "empirical bias correction":
-            assert counts == [0, 5, 10, 13], name  # after every batch
-    # the images-per-batch callback counts the FP32 statistics passes
-    fp32_passes = sum(1 for name, _ in seen if name.startswith("statistics"))
-    assert progress == [5, 5, 3] * fp32_passes
+        if name != "empirical bias correction":  # after every batch; the first pass only keeps
+            size = min(batch_size, MAXIMA_BATCH) if k == 0 and options.equalize > 0 else batch_size  # maxima
+            assert counts == [0, *range(size, len(items), size), len(items)], (name, counts)
+            fp32_batches += [b - a for a, b in zip(counts, counts[1:])]
+    # the images-per-batch callback counts the FP32 statistics passes' batches
+    assert progress == fp32_batches
 
 
 def test_pixels_are_checked():
