@@ -53,9 +53,10 @@ _libc = None
 def release_free_heap() -> None:
     """Hand the C heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere).
     A forward pass frees tens of 1-30 MB tensors per batch, which glibc keeps in its heap, so
-    each pass would start on the last one's leftovers. Called between passes only: pages handed
-    back must be faulted in again when reused, and this VM's balloon reports freed pages to the
-    host (free page reporting), which makes that slow when the host is busy."""
+    each pass would start on the last one's leftovers. Called between passes, not per batch:
+    a page handed back is faulted in again when it is reused, and on a VM whose balloon reports
+    free pages to the host (this one does: virtio-balloon with free page reporting) that fault
+    is served by the host."""
     global _libc
     if _libc is None:
         try:
