@@ -12,7 +12,9 @@ one row: its wall time and the peak resident memory while it ran. The peak of a 
 kernel's high-water mark (VmHWM) is reset to the current RSS when the stage starts by writing
 "5" to /proc/self/clear_refs, and read from /proc/self/status when it ends. Where clear_refs
 cannot be written, the row shows the process's peak so far (ru_maxrss) instead, and the table
-says so.
+says so. The reset also lowers what getrusage and `/usr/bin/time -v` report as the process's
+maximum RSS (they then see the last stage's peak only): the bold total row is the peak of the
+whole run.
 
 --save-qm DIR writes the resulting QuantizedModel (`qm.save`: JSON + NPZ); --compare FILE.json
 compares it with one saved before (e.g. by another version of the code): tensor parameters,
