@@ -24,45 +24,23 @@ int8 weights, weight scales, int32 biases, and the calibration record of the JSO
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from pathlib import Path
 
+from edgesqueeze import sysinfo
 from edgesqueeze.sysinfo import cpu_model
 
 QUICK_IMAGES = 16
 
 
-def _status_kb(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def rss_mb() -> float:
-    kb = _status_kb("VmRSS")
-    return float("nan") if kb is None else kb / 1024.0
-
-
-def reset_peak() -> bool:
-    """Reset the kernel's high-water mark to the current RSS; False where that is not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    mb = sysinfo.rss_mb()
+    return float("nan") if mb is None else mb
 
 
 def peak_mb() -> float:
-    kb = _status_kb("VmHWM")
-    if kb is None:  # no procfs: ru_maxrss is kB on Linux
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0
+    mb = sysinfo.peak_rss_mb()
+    return float("nan") if mb is None else mb
 
 
 class Stages:
@@ -75,7 +53,7 @@ class Stages:
 
     def start(self, name: str) -> None:
         self.stop()
-        self.per_stage_peak &= reset_peak()
+        self.per_stage_peak &= sysinfo.reset_peak_rss()
         self._open = (name, time.perf_counter())
 
     def stop(self) -> None:

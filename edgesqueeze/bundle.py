@@ -252,7 +252,7 @@ def pack(model_path: str | os.PathLike, out_path: str | os.PathLike | None = Non
         if back != model or name != src.name:  # pragma: no cover - the codec is lossless
             raise ModelFileError(f"{out}: the bundle did not unpack to {src}; nothing was written")
     return BundleInfo(path=out, name=src.name, model_bytes=len(model), bundle_bytes=len(bundle),
-                      sha256=hashlib.sha256(model).hexdigest(), codec=CODEC if split_byte(model) == 0 else CODEC_BYTE)
+                      sha256=hashlib.sha256(model).hexdigest(), codec=read_manifest(bundle, source=str(out))[0]["codec"])
 
 
 # ---------------------------------------------------------------- unpacking

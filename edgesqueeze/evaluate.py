@@ -10,25 +10,34 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import LabelledImage, iter_batches, load_image, load_pixels, normalize, to_uint8_input
+from .data import LabelledImage, iter_batches, load_pixels, normalize
 from .metrics import Accuracy, accuracy, agreement, sqnr_db
 
 Progress = Callable[[int], None] | None
 
 
-def fp32_scores(model, items: Sequence[LabelledImage], *, batch_size: int = 32, progress: Progress = None) -> np.ndarray:
-    """Logits of the PyTorch model for each image, (len(items), classes) float32."""
+def fp32_logits(model, pixels: np.ndarray, *, batch_size: int = 32, progress: Progress = None) -> np.ndarray:
+    """Logits of the PyTorch model for uint8 NHWC pixels (as data.load_pixels gives them),
+    (len(pixels), classes) float32; `progress(n)` after each batch of n images."""
     import torch
 
     pre = model.arch.preprocess
     model.eval()
     out = []
-    for batch in iter_batches(items, batch_size):
-        x = np.concatenate([normalize(to_uint8_input(load_image(i.path), pre), pre) for i in batch])
-        with torch.no_grad():
-            out.append(model(torch.from_numpy(x)).numpy())
-        if progress:
-            progress(len(batch))
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch_size):
+            x = pixels[i:i + batch_size]
+            out.append(model(torch.from_numpy(normalize(x, pre))).numpy())
+            if progress:
+                progress(len(x))
+    return np.concatenate(out) if out else np.zeros((0, model.arch.num_classes), np.float32)
+
+
+def fp32_scores(model, items: Sequence[LabelledImage], *, batch_size: int = 32, progress: Progress = None) -> np.ndarray:
+    """Logits of the PyTorch model for each image, (len(items), classes) float32; each batch is
+    decoded as it is needed."""
+    out = [fp32_logits(model, load_pixels(batch, model.arch.preprocess), batch_size=batch_size, progress=progress)
+           for batch in iter_batches(items, batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.arch.num_classes), np.float32)
 
 

@@ -329,12 +329,7 @@ def _with_preprocess(arch: Arch, **overrides) -> Arch:
         return arch
     pre = override_preprocess(arch.preprocess, **given, norm_scale=overrides.get("norm_scale"))
     out = arch.with_preprocess(pre)
-    try:
-        out.shapes()
-        ok = all(c > 0 and h > 0 for c, h, _ in out.shapes().values())
-    except (ValueError, ZeroDivisionError):
-        ok = False
-    if not ok:
+    if not all(c > 0 and h > 0 for c, h, _ in out.shapes().values()):
         raise OptionError(f"input size {pre.crop} is too small for {arch.name}: a layer would have no pixels left; "
                           "use a larger input_size/--input-size")
     return out
@@ -380,13 +375,15 @@ def _class_names(labels, synset_words, sets, n: int, *, default_words) -> tuple[
 
 
 def _pixels(items, pre: Preprocess, on_pass: OnPass | None, name: str) -> np.ndarray:
-    from .data import load_image, to_uint8_input
+    """The images decoded once, as the models take them (calibrate.pixel_batches)."""
+    from .calibrate import pixel_batches
 
     out = np.empty((len(items), pre.crop, pre.crop, 3), np.uint8)
-    for k, it in enumerate(items):
-        if on_pass and k % 32 == 0:
-            on_pass(name, k, len(items))
-        out[k] = to_uint8_input(load_image(it.path), pre)
+    done = 0
+    for batch in pixel_batches(items, pre, 32, store=out):
+        if on_pass:
+            on_pass(name, done, len(items))
+        done += len(batch)
     if on_pass and len(items):
         on_pass(name, len(items), len(items))
     return out
@@ -419,24 +416,20 @@ def _export(arch, model, qm, names, formats, target, out_dir: Path, stem: str, v
 def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: OnPass | None) -> Evaluation:
     """FP32 (torch) and the INT8 file (its runtime: ONNX first, it runs a batch at once) on
     the same decoded pixels."""
-    import torch
-
-    from .data import normalize
-    from .evaluate import compare
+    from .evaluate import compare, fp32_logits
     from .metrics import accuracy
     from .runtime import Classifier
 
-    pre = model.arch.preprocess
     labels = np.array([i.label for i in evals])
-    fp, batch = [], 8  # memory grows with the batch (v1.0's conv1 output is 4.7 MB per image in float32)
-    with torch.no_grad():
-        for k in range(0, len(pixels), batch):
-            if on_pass:
-                on_pass("evaluate fp32", k, len(pixels))
-            fp.append(model(torch.from_numpy(normalize(pixels[k:k + batch], pre))).numpy())
-    if on_pass:
-        on_pass("evaluate fp32", len(pixels), len(pixels))
-    fp_scores = np.concatenate(fp)
+    batch = 8  # memory grows with the batch (v1.0's conv1 output is 4.7 MB per image in float32)
+    done = [0]
+
+    def fp32_progress(n: int) -> None:
+        done[0] += n
+        if on_pass:
+            on_pass("evaluate fp32", done[0], len(pixels))
+
+    fp_scores = fp32_logits(model, pixels, batch_size=batch, progress=fp32_progress)
     int8 = sorted((f for f in files if f.kind == "int8"), key=lambda f: f.format != "onnx")[0]
     clf = Classifier.load(int8.path)
     name = f"int8 ({int8.path.name})"

@@ -87,15 +87,29 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def _status_kb(key: str) -> int | None:
+    """A "Key:  N kB" line of /proc/self/status (Linux), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_mb() -> float | None:
+    """Resident memory now, in MiB (VmRSS), else None."""
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024.0
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident memory in MiB: VmHWM of /proc/self/status (since the last
     `reset_peak_rss`), else resource's ru_maxrss (the whole process's peak), else None."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
+    kb = _status_kb("VmHWM")
+    if kb is not None:
+        return kb / 1024.0
     try:
         import resource
 
