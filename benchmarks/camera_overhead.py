@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
-if (_CHECKOUT / "edgesqueeze" / "camera.py").is_file():  # this checkout's package, whatever is installed
+if (_CHECKOUT / "edgesqueeze" / "camera" / "__init__.py").is_file():  # this checkout's package, whatever is installed
     sys.path.insert(0, str(_CHECKOUT))
 
 RATIO_TARGET = 1.15

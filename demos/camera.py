@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Real-time SqueezeNet INT8 demo with live FP32 agreement tracking (thin wrapper over
-`edgesqueeze.camera`; the same as `edgesqueeze camera ...`).
+`edgesqueeze.camera` and its command line, `edgesqueeze.cli.camera`; the same as `edgesqueeze camera ...`).
 
     python demos/camera.py --model export/squeezenet1_0-affine-int8.tflite --source 0
     python demos/camera.py --model m.tflite --source clip.avi --headless --max-frames 50   # smoke test
@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
-if (_CHECKOUT / "edgesqueeze" / "camera.py").is_file():  # run from a checkout: use its package
+if (_CHECKOUT / "edgesqueeze" / "camera" / "__init__.py").is_file():  # run from a checkout: use its package
     sys.path.insert(0, str(_CHECKOUT))
 
-from edgesqueeze.camera import main  # noqa: E402
+from edgesqueeze.cli.camera import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,6 +20,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from edgesqueeze import camera as C  # noqa: E402
+from edgesqueeze.cli import camera as CLI  # noqa: E402
 from edgesqueeze.errors import DataError, OptionError  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -417,7 +418,7 @@ def test_slow_shadow_never_slows_the_loop():
     worker could not take is dropped and counted."""
     delay = 0.005
     t = C.ShadowTracker(FakeClassifier(10 * delay), every=1, window=50)
-    summary, lines = run_collect(ScriptedSource(60), FakeClassifier(delay), shadow=t)
+    summary, lines = run_collect(ScriptedSource(60), FakeClassifier(delay), shadow=t, shadow_wait=False)
     t.close()
     assert summary.frames == 60
     assert summary.median_frame_ms < 1e3 * delay + 3.0, summary
@@ -452,13 +453,13 @@ def test_shadow_busy_at_most_max_load_of_the_time():
     fp32_s = 0.02
     t0 = time.perf_counter()
     capped = C.ShadowTracker(FakeClassifier(fp32_s), every=1, max_load=0.25)
-    summary, _ = run_collect(ScriptedSource(60), FakeClassifier(0.005), shadow=capped)
+    summary, _ = run_collect(ScriptedSource(60), FakeClassifier(0.005), shadow=capped, shadow_wait=False)
     capped.close()
     elapsed = time.perf_counter() - t0
     assert summary.frames == 60 and capped.rate_limited > 0 and capped.errors == 0
     assert 1 <= capped.comparisons <= elapsed / (fp32_s / 0.25) + 1, (capped.comparisons, elapsed)
     free = C.ShadowTracker(FakeClassifier(fp32_s), every=1, max_load=None)
-    summary_free, _ = run_collect(ScriptedSource(60), FakeClassifier(0.005), shadow=free)
+    summary_free, _ = run_collect(ScriptedSource(60), FakeClassifier(0.005), shadow=free, shadow_wait=False)
     free.close()
     assert free.rate_limited == 0 and free.comparisons > capped.comparisons
 
@@ -619,7 +620,7 @@ class FakeRuntime(types.ModuleType):
 def camera_args(**kw) -> Namespace:
     import argparse
 
-    p = C.configure_parser(argparse.ArgumentParser())
+    p = CLI.configure_parser(argparse.ArgumentParser())
     argv = []
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
@@ -632,7 +633,7 @@ def test_run_camera_headless_prints_json_lines_and_summary(video, monkeypatch, c
     monkeypatch.setitem(sys.modules, "edgesqueeze.runtime", rt)
     args = camera_args(model="int8.tflite", fp32="fp32.onnx", source=video, headless=True, max_frames=20,
                        shadow_every=2)
-    assert C.run_camera(args) == 0
+    assert CLI.run_camera(args) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(s) for s in out.splitlines()]
     assert len(lines) == 21 and all(FRAME_FIELDS <= set(ln) for ln in lines[:-1])
@@ -652,15 +653,15 @@ def test_run_camera_caps_the_shadow_load(video, monkeypatch, capsys):
             super().__init__(*a, **kw)
 
     monkeypatch.setitem(sys.modules, "edgesqueeze.runtime", FakeRuntime())
-    monkeypatch.setattr(C, "ShadowTracker", Recording)
-    assert C.run_camera(camera_args(model="m.tflite", fp32="f.onnx", source=video, headless=True, max_frames=3)) == 0
-    assert C.run_camera(camera_args(model="m.tflite", fp32="f.onnx", source=video, headless=True, max_frames=3,
+    monkeypatch.setattr(CLI, "ShadowTracker", Recording)
+    assert CLI.run_camera(camera_args(model="m.tflite", fp32="f.onnx", source=video, headless=True, max_frames=3)) == 0
+    assert CLI.run_camera(camera_args(model="m.tflite", fp32="f.onnx", source=video, headless=True, max_frames=3,
                                     shadow_max_load=0.5)) == 0
     assert [kw["max_load"] for kw in made] == [0.25, 0.5]  # the command's default caps it
     capsys.readouterr()
     for bad in (0, 2):
         with pytest.raises(OptionError, match="shadow-max-load"):
-            C.run_camera(camera_args(model="m", source=video, headless=True, shadow_max_load=bad))
+            CLI.run_camera(camera_args(model="m", source=video, headless=True, shadow_max_load=bad))
 
 
 def test_run_camera_ctrl_c_exits_cleanly(video, monkeypatch, capsys):
@@ -674,7 +675,7 @@ def test_run_camera_ctrl_c_exits_cleanly(video, monkeypatch, capsys):
 
     rt.Classifier.load = classmethod(load)
     monkeypatch.setitem(sys.modules, "edgesqueeze.runtime", rt)
-    assert C.run_camera(camera_args(model="m.tflite", source=video, headless=True)) == 0
+    assert CLI.run_camera(camera_args(model="m.tflite", source=video, headless=True)) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out.splitlines()[-1])
     assert summary["summary"] is True and summary["stop_reason"] == "interrupted" and summary["frames"] == 5
@@ -686,14 +687,14 @@ def test_run_camera_option_errors(video, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "edgesqueeze.runtime", FakeRuntime())
     with pytest.raises(OptionError, match="shadow-every"):
-        C.run_camera(camera_args(model="m", source=video, headless=True, shadow_every=0))
+        CLI.run_camera(camera_args(model="m", source=video, headless=True, shadow_every=0))
     with pytest.raises(OptionError, match="warn-below"):
-        C.run_camera(camera_args(model="m", source=video, headless=True, warn_below=120))
+        CLI.run_camera(camera_args(model="m", source=video, headless=True, warn_below=120))
     with pytest.raises(DataError, match="no such file"):
-        C.run_camera(camera_args(model="m", source="no/such/clip.avi", headless=True))
+        CLI.run_camera(camera_args(model="m", source="no/such/clip.avi", headless=True))
     if C.gui_unavailable() is not None:  # here: headless OpenCV and no display
         with pytest.raises(OptionError, match="--headless"):
-            C.run_camera(camera_args(model="m", source=video))
+            CLI.run_camera(camera_args(model="m", source=video))
     if sys.platform.startswith("linux"):
         assert C.gui_unavailable({}) is not None  # no DISPLAY: refused before any window call
 
@@ -703,9 +704,9 @@ def test_add_camera_parser():
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    C.add_camera_parser(sub)
+    CLI.add_camera_parser(sub)
     args = p.parse_args(["camera", "--model", "m.tflite", "--source", "0", "--fp32", "f.onnx", "--headless"])
-    assert args.func is C.run_camera and args.shadow_every == 10 and args.window == 50 and args.warn_below == 90.0
+    assert args.func is CLI.run_camera and args.shadow_every == 10 and args.window == 50 and args.warn_below == 90.0
 
 
 def test_camera_module_does_not_import_torch():

@@ -7,6 +7,9 @@ BOARD_MODULES = ["edgesqueeze", "edgesqueeze.arch", "edgesqueeze.graph", "edgesq
                  "edgesqueeze.metrics", "edgesqueeze.metadata", "edgesqueeze.weights",
                  "edgesqueeze.weights.deep_compression", "edgesqueeze.weights.caffe",
                  "edgesqueeze.cli", "edgesqueeze.runtime", "edgesqueeze.bundle", "edgesqueeze.camera",
+                 "edgesqueeze.camera.sources", "edgesqueeze.camera.capture", "edgesqueeze.camera.shadow",
+                 "edgesqueeze.camera.loop", "edgesqueeze.camera.overlay", "edgesqueeze.camera.systemd",
+                 "edgesqueeze.cli.camera",
                  "edgesqueeze.quant.reference", "edgesqueeze.quant.quantize"]
 
 

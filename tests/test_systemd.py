@@ -1,4 +1,4 @@
-"""The systemd unit of the camera demo (issue 9, item 5): `edgesqueeze camera --print-systemd-unit`,
+"""The systemd unit of the camera demo: `edgesqueeze camera --print-systemd-unit`,
 `--install-systemd-unit PATH` and the example demos/edgesqueeze-camera.service."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgesqueeze import camera as C
+from edgesqueeze.cli import camera as CLI
 from edgesqueeze.cli import main
 from edgesqueeze.errors import DataError, EdgeSqueezeError, OptionError
 from edgesqueeze.runtime import ModelFileError
@@ -31,7 +32,7 @@ def fake_tflite(path: Path) -> Path:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    return C.configure_parser(argparse.ArgumentParser()).parse_args(argv)
+    return CLI.configure_parser(argparse.ArgumentParser()).parse_args(argv)
 
 
 def read_unit(text: str) -> configparser.ConfigParser:
@@ -59,7 +60,7 @@ def workdir(tmp_path, monkeypatch):
 def test_unit_runs_the_same_command_with_absolute_paths(workdir):
     args = parse_args(["--model", "int8.tflite", "--source", "frames", "--loop", "--fp32", "fp32.tflite",
                        "--shadow-every", "5", "--threads", "3", "--max-reconnects", "-1", "--capture", "thread"])
-    unit = read_unit(C.systemd_unit(args, user="root"))
+    unit = read_unit(CLI.systemd_unit(args, user="root"))
     svc = unit["Service"]
     assert svc["Restart"] == "on-failure" and int(svc["RestartSec"]) > 0
     assert svc["StandardOutput"] == "journal" and svc["StandardError"] == "journal"
@@ -82,14 +83,14 @@ def test_unit_runs_the_same_command_with_absolute_paths(workdir):
 
 
 def test_defaults_stay_out_of_the_command_and_cameras_stay_as_given(workdir):
-    argv = exec_argv(read_unit(C.systemd_unit(parse_args(["--model", "int8.tflite"]), user="root"))
+    argv = exec_argv(read_unit(CLI.systemd_unit(parse_args(["--model", "int8.tflite"]), user="root"))
                      ["Service"]["ExecStart"])
     assert argv[4:] == ["--model", str(workdir / "int8.tflite"), "--source", "0", "--headless"]
     for source in ("/dev/video2", "picamera2", "1"):
-        unit = read_unit(C.systemd_unit(parse_args(["--model", "int8.tflite", "--source", source]), user="root"))
+        unit = read_unit(CLI.systemd_unit(parse_args(["--model", "int8.tflite", "--source", source]), user="root"))
         assert parse_args(exec_argv(unit["Service"]["ExecStart"])[4:]).source == source
         assert "Wants" not in unit["Unit"]
-    stream = read_unit(C.systemd_unit(parse_args(["--model", "int8.tflite", "--source", "rtsp://cam/live"]),
+    stream = read_unit(CLI.systemd_unit(parse_args(["--model", "int8.tflite", "--source", "rtsp://cam/live"]),
                                       user="root"))
     assert stream["Unit"]["Wants"] == "network-online.target" and stream["Unit"]["After"] == "network-online.target"
 
@@ -99,7 +100,7 @@ def test_odd_characters_in_paths_survive_quoting(tmp_path, monkeypatch):
     odd.mkdir()
     monkeypatch.chdir(odd)
     model = fake_tflite(odd / "int8 v2.tflite")
-    unit = read_unit(C.systemd_unit(parse_args(["--model", model.name]), user="root"))
+    unit = read_unit(CLI.systemd_unit(parse_args(["--model", model.name]), user="root"))
     argv = exec_argv(unit["Service"]["ExecStart"])
     assert parse_args(argv[4:]).model == str(model)
     wd = unit["Service"]["WorkingDirectory"]
@@ -112,18 +113,18 @@ def test_odd_characters_in_paths_survive_quoting(tmp_path, monkeypatch):
 
 def test_missing_or_bad_model_is_a_clear_error_and_nothing_is_printed(workdir, capsys):
     with pytest.raises(ModelFileError, match=r"--model: .*nope\.tflite: not found"):
-        C.run_camera(parse_args(["--model", "nope.tflite", "--print-systemd-unit"]))
+        CLI.run_camera(parse_args(["--model", "nope.tflite", "--print-systemd-unit"]))
     (workdir / "notes.tflite").write_text("hello")
     with pytest.raises(ModelFileError, match="not a usable TFLite model"):
-        C.run_camera(parse_args(["--model", "notes.tflite", "--print-systemd-unit"]))
+        CLI.run_camera(parse_args(["--model", "notes.tflite", "--print-systemd-unit"]))
     with pytest.raises(ModelFileError, match="--fp32"):
-        C.run_camera(parse_args(["--model", "int8.tflite", "--fp32", "gone.onnx", "--print-systemd-unit"]))
+        CLI.run_camera(parse_args(["--model", "int8.tflite", "--fp32", "gone.onnx", "--print-systemd-unit"]))
     with pytest.raises(DataError, match="--source nowhere"):
-        C.run_camera(parse_args(["--model", "int8.tflite", "--source", "nowhere", "--print-systemd-unit"]))
+        CLI.run_camera(parse_args(["--model", "int8.tflite", "--source", "nowhere", "--print-systemd-unit"]))
     with pytest.raises(OptionError, match="--unit-user"):
-        C.run_camera(parse_args(["--model", "int8.tflite", "--unit-user", "no-such-user-xq", "--print-systemd-unit"]))
+        CLI.run_camera(parse_args(["--model", "int8.tflite", "--unit-user", "no-such-user-xq", "--print-systemd-unit"]))
     with pytest.raises(OptionError, match="--out"):
-        C.run_camera(parse_args(["--model", "int8.tflite", "--out", "no/dir/a.avi", "--print-systemd-unit"]))
+        CLI.run_camera(parse_args(["--model", "int8.tflite", "--out", "no/dir/a.avi", "--print-systemd-unit"]))
     assert capsys.readouterr().out == ""
 
 
@@ -131,20 +132,20 @@ def test_install_writes_the_whole_unit_or_nothing(workdir, capsys):
     target = workdir / "units" / "edgesqueeze-camera.service"
     target.parent.mkdir()
     args = parse_args(["--model", "int8.tflite", "--install-systemd-unit", str(target)])
-    assert C.run_camera(args) == 0
-    assert target.read_text() == C.systemd_unit(args)
+    assert CLI.run_camera(args) == 0
+    assert target.read_text() == CLI.systemd_unit(args)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert "systemctl daemon-reload" in capsys.readouterr().err
 
     before = target.read_text()
     with pytest.raises(ModelFileError):  # a bad model: the installed unit is left as it was
-        C.run_camera(parse_args(["--model", "gone.tflite", "--install-systemd-unit", str(target)]))
+        CLI.run_camera(parse_args(["--model", "gone.tflite", "--install-systemd-unit", str(target)]))
     assert target.read_text() == before
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no partial file
     with pytest.raises(OptionError, match=r"\.service"):
-        C.run_camera(parse_args(["--model", "int8.tflite", "--install-systemd-unit", str(workdir / "u.txt")]))
+        CLI.run_camera(parse_args(["--model", "int8.tflite", "--install-systemd-unit", str(workdir / "u.txt")]))
     with pytest.raises(EdgeSqueezeError, match="does not exist"):
-        C.run_camera(parse_args(["--model", "int8.tflite", "--install-systemd-unit",
+        CLI.run_camera(parse_args(["--model", "int8.tflite", "--install-systemd-unit",
                                  str(workdir / "missing" / "x.service")]))
     assert not (workdir / "u.txt").exists() and not (workdir / "missing").exists()
 
@@ -165,7 +166,7 @@ def test_example_unit_matches_the_generated_one(workdir):
     """demos/edgesqueeze-camera.service: the same sections and keys as a generated unit, and a
     command the camera parser accepts, headless, with absolute paths."""
     example = read_unit(TEMPLATE.read_text())
-    generated = read_unit(C.systemd_unit(parse_args(["--model", "int8.tflite"]), user="root"))
+    generated = read_unit(CLI.systemd_unit(parse_args(["--model", "int8.tflite"]), user="root"))
     assert example.sections() == generated.sections()
     for section in generated.sections():
         assert set(example[section]) == set(generated[section]), section
@@ -181,7 +182,7 @@ def test_example_unit_matches_the_generated_one(workdir):
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
 def test_systemd_analyze_verify_accepts_the_unit(workdir):
     unit = workdir / "edgesqueeze-camera.service"
-    unit.write_text(C.systemd_unit(parse_args(["--model", "int8.tflite", "--source", "frames", "--loop"]),
+    unit.write_text(CLI.systemd_unit(parse_args(["--model", "int8.tflite", "--source", "frames", "--loop"]),
                                    user="root"))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]

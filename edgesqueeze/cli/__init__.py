@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     quantize.add_parser(sub)
 
-    from ..camera import add_camera_parser  # numpy + OpenCV only; the demo lives there
+    from .camera import add_camera_parser  # numpy + OpenCV only; the demo lives in edgesqueeze.camera
 
     add_camera_parser(sub)
     classify.add_parsers(sub)
