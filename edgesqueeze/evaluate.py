@@ -69,23 +69,30 @@ def compare(name: str, scores: np.ndarray, baseline_scores: np.ndarray, labels: 
 
 
 def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int = 16,
-                   progress: Progress = None) -> dict[str, float]:
+                   progress: Progress = None, pixels: np.ndarray | None = None,
+                   conv_kernel=None) -> dict[str, float]:
     """SQNR in dB of every int8 tensor of `qm` (dequantized) against the FP32 model's same
     tensor, signal and noise power summed over all images: {name: dB}, graph order.
 
     Each int8 tensor is the integer reference's, so the error includes everything upstream of
-    it: the worst layers show where accuracy is lost."""
+    it: the worst layers show where accuracy is lost. `pixels`: the items already decoded
+    (data.load_pixels). `conv_kernel`: the integer reference's conv in another form that gives
+    the same integers (exact_conv.ExactFloat32Conv: torch's float32 convolutions, several times
+    faster than numpy's)."""
     import torch
 
-    from .quant.reference import dequantize_tensor, run_int8
+    from .quant.reference import Requant, _run, dequantize_tensor
 
     pre = model.arch.preprocess
     names = [n for n in qm.tensors if n != "input"]
     signal = dict.fromkeys(names, 0.0)
     noise = dict.fromkeys(names, 0.0)
     model.eval()
-    for batch in iter_batches(items, batch_size):
-        pixels = load_pixels(batch, pre)
+    if pixels is not None and len(pixels) != len(items):
+        raise ValueError(f"{len(pixels)} decoded images for {len(items)} items")
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        px = pixels[start:start + batch_size] if pixels is not None else load_pixels(batch, pre)
         fp: dict[str, np.ndarray] = {}
 
         def tap(name, t):
@@ -93,8 +100,8 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
                 fp[name] = t.detach().numpy().transpose(0, 2, 3, 1)  # NCHW -> NHWC
 
         with torch.no_grad():
-            model(torch.from_numpy(normalize(pixels, pre)), tap=tap)
-        run = run_int8(qm, pixels, keep=True)
+            model(torch.from_numpy(normalize(px, pre)), tap=tap)
+        run = _run(qm, px, Requant.FLOAT32, keep=True, conv_kernel=conv_kernel)
         for name in names:
             ref = fp[name].astype(np.float64)
             err = dequantize_tensor(qm, name, run.tensors[name]).astype(np.float64) - ref

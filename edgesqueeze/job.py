@@ -302,9 +302,11 @@ def quantize(
     sq: dict[str, float] = {}
     if sqnr_images and evals:
         from .evaluate import per_layer_sqnr
+        from .exact_conv import ExactFloat32Conv
 
-        sq = stages.run("per-layer SQNR", lambda: per_layer_sqnr(quantized_fp32, qm, evals[:sqnr_images],
-                                                                 batch_size=4))
+        k = min(sqnr_images, len(evals))
+        sq = stages.run("per-layer SQNR", lambda: per_layer_sqnr(
+            quantized_fp32, qm, evals[:k], batch_size=4, pixels=pixels[:k], conv_kernel=ExactFloat32Conv()))
 
     report_path = out_dir / f"{stem}-report.json"
     result = QuantizeResult(

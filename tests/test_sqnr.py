@@ -1,0 +1,28 @@
+"""Per-layer SQNR: torch's exact float32 convolutions give the integer reference's integers, so
+the figures equal the numpy reference's to the last bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_per_layer_sqnr_same_with_exact_float32_convs(dc_model, dc_quantized, dc_split, eval_pixels):
+    pytest.importorskip("torch")
+    from edgesqueeze.evaluate import per_layer_sqnr
+    from edgesqueeze.exact_conv import ExactFloat32Conv
+
+    items = dc_split[1][:6]
+    pixels = eval_pixels[0][:6]
+    slow = per_layer_sqnr(dc_model, dc_quantized, items, batch_size=4)
+    fast = per_layer_sqnr(dc_model, dc_quantized, items, batch_size=4, pixels=pixels, conv_kernel=ExactFloat32Conv())
+    assert list(fast) == list(slow) and len(slow) > 20
+    assert fast == slow
+    assert all(np.isfinite(v) for v in slow.values())
+
+
+def test_per_layer_sqnr_refuses_pixels_of_another_count(dc_model, dc_quantized, dc_split, eval_pixels):
+    from edgesqueeze.evaluate import per_layer_sqnr
+
+    with pytest.raises(ValueError, match="3 decoded images for 2 items"):
+        per_layer_sqnr(dc_model, dc_quantized, dc_split[1][:2], pixels=eval_pixels[0][:3])
