@@ -2,7 +2,8 @@
 
 Nothing here keeps activations: each tensor the model taps (`SqueezeNet.forward(x, tap=...)`,
 one name per tensor of `edgesqueeze.graph.lower(arch)`) goes through a streaming `Observer`
-that keeps its exact min, max and count and a fixed-size histogram. `choose_range` turns those
+that keeps its exact min, max and count and a fixed-size histogram (`bins=0`: none, for the
+min/max method, which reads only min and max). `choose_range` turns those
 statistics into the clipping range [lo, hi] that the quantizer derives scale and zero point from.
 
     stats = collect_stats(model, calibration_images)        # {tensor name: TensorStats}
@@ -13,7 +14,9 @@ The histogram
 -------------
 `bins` bins (even, divisible by 4) evenly cover [-bound, bound]; bin j is
 [-bound + j*step, -bound + (j+1)*step), step = 2*bound/bins, and the last bin also holds +bound
-(torch.histc's convention). `bound` is a power of two: the smallest one >= max|x| of the first
+(torch.histc's convention). The histogram is most of an observer's cost (a histc over every
+value: about a tenth of the calibration pass of v1.0), so the pipeline asks for it only when the
+range method reads it. `bound` is a power of two: the smallest one >= max|x| of the first
 batch (at least 2**-20); a later batch with larger values doubles it (as often as needed) and
 the histogram is merged exactly, old bin j -> new bin bins/4 + j//2 (the edges align). Zero is
 always the lower edge of bin bins/2, so a ReLU's zeros all sit in that one bin.
@@ -70,13 +73,14 @@ STATS_VERSION = 1
 @dataclass(frozen=True, eq=False)
 class TensorStats:
     """What calibration keeps of one tensor: exact min, max, count, and a histogram of `bins`
-    int64 counts evenly covering [-bound, bound] (see the module docstring)."""
+    int64 counts evenly covering [-bound, bound] (see the module docstring), or no histogram
+    (`bins` 0: collected for the min/max method only)."""
 
     name: str
     min: float
     max: float
     count: int  # number of values seen
-    hist: np.ndarray  # int64 counts, `bins` bins evenly covering [-bound, bound]
+    hist: np.ndarray  # int64 counts, `bins` bins evenly covering [-bound, bound]; empty: not collected
     bound: float  # > 0
     # mean of each channel (axis 1 of NCHW) over all images and positions; None for 2-D
     # tensors. The quantizer's bias correction needs the mean input of every conv.
@@ -85,8 +89,9 @@ class TensorStats:
 
     def __post_init__(self) -> None:
         hist = np.array(self.hist, dtype=np.int64)  # a private, read-only copy
-        if hist.ndim != 1 or hist.size < 4 or hist.size % 4:
-            raise DataError(f"{self.name}: the histogram needs a number of bins divisible by 4, got shape {hist.shape}")
+        if hist.ndim != 1 or (hist.size and (hist.size < 4 or hist.size % 4)):
+            raise DataError(f"{self.name}: the histogram needs a number of bins divisible by 4 (or none), "
+                            f"got shape {hist.shape}")
         if not (math.isfinite(self.bound) and self.bound > 0):
             raise DataError(f"{self.name}: histogram bound {self.bound!r} must be a positive number")
         hist.flags.writeable = False
@@ -166,7 +171,7 @@ class TensorStats:
             raise DataError(f"{name}: negative counts")
         if count > 0 and mn > mx:
             raise DataError(f"{name}: min {mn} > max {mx}")
-        if int(hist.sum()) != count:
+        if hist.size and int(hist.sum()) != count:
             raise DataError(f"{name}: the histogram holds {int(hist.sum())} values, count says {count}")
         if count > 0 and max(-mn, mx) > bound:
             raise DataError(f"{name}: values up to {max(-mn, mx)} lie outside the histogram bound {bound}")
@@ -254,8 +259,9 @@ class Observer:
 
     def __init__(self, name: str, bins: int = DEFAULT_BINS, *, scratch: Scratch | None = None):
         bins = int(bins)
-        if bins < 4 or bins % 4:
-            raise OptionError(f"bins={bins}: the histogram needs a positive number of bins divisible by 4 (e.g. 2048)")
+        if bins < 0 or bins % 4:
+            raise OptionError(f"bins={bins}: the histogram needs a number of bins divisible by 4 (e.g. 2048), "
+                              "or 0 for none")
         self.name = name
         self.bins = bins
         self.scratch = scratch
@@ -289,8 +295,9 @@ class Observer:
             self._hist = _double_hist(self._hist, times)
         flat = x.reshape(-1)
         b = self.bound
-        for chunk in flat.split(_HISTC_CHUNK) if flat.numel() > _HISTC_CHUNK else (flat,):
-            self._hist += torch.histc(chunk, self.bins, -b, b).to(torch.int64)
+        if self.bins:
+            for chunk in flat.split(_HISTC_CHUNK) if flat.numel() > _HISTC_CHUNK else (flat,):
+                self._hist += torch.histc(chunk, self.bins, -b, b).to(torch.int64)
         if x.dim() == 4:
             sums = channel_sums(x, self.scratch)
             self._channel_sum = sums if self._channel_sum is None else self._channel_sum + sums
@@ -314,7 +321,7 @@ class Observer:
 def merge_stats(name: str, parts: Sequence[TensorStats]) -> TensorStats:
     """The statistics of the concatenation of tensors from their statistics (exact min, max,
     count; histograms re-binned onto the largest bound, as an Observer would). All parts need
-    the same number of bins."""
+    the same number of bins, or none has a histogram."""
     parts = [p for p in parts if p.count > 0] or list(parts[:1])
     if not parts:
         raise DataError(f"{name}: nothing to merge")

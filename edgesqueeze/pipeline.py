@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .calibrate import (ChannelMaxima, Method, Scratch, StatsCollector, as_method, channel_sums, check_pixels,
+from .calibrate import (DEFAULT_BINS, ChannelMaxima, Method, Scratch, StatsCollector, as_method, channel_sums, check_pixels,
                         choose_range, pixel_batches)
 from .conv_moments import ConvGeometry, TensorPatchMoments
 from .exact_conv import ExactFloat32Conv
@@ -221,7 +221,9 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                              power_of_two=options.scheme is Scheme.RISTRETTO)
         model = SqueezeNet.from_params(model.arch, params)
     scratch = Scratch()  # the float64 temporaries of both, one set
-    collector = StatsCollector(model.arch, scratch=scratch)
+    # min/max reads no histogram: skipping it saves a histc over every value of every tensor
+    bins = 0 if options.method is Method.MINMAX else DEFAULT_BINS
+    collector = StatsCollector(model.arch, bins, scratch=scratch)
     observer = ConvInputObserver(model, patches=options.adaptive_rounding, scratch=scratch) if conv_inputs else None
     run(pass_name(equalized=equalizing, conv_inputs=conv_inputs), model, collector.tap,
         collector=collector, observer=observer)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from .errors import OptionError
+from .errors import DataError, OptionError
 
 if TYPE_CHECKING:  # calibrate imports this module
     from .calibrate import TensorStats
@@ -202,6 +202,9 @@ def choose_range(
         return (-DEGENERATE_RANGE if stats.min < 0 else 0.0, DEGENERATE_RANGE)
     if method is Method.MINMAX:
         return lo_all, hi_all
+    if stats.bins == 0:
+        raise DataError(f"{stats.name}: method '{method.value}' reads the histogram, and these statistics were "
+                        "collected without one (bins=0, for min/max only); collect them again with bins=2048")
 
     n = stats.bins
     half = n // 2

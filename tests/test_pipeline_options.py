@@ -67,12 +67,15 @@ def _separate_steps(model, pixels, options, batch_size):
     from edgesqueeze.quant.empirical import empirical_bias_correction
     from edgesqueeze.quant.equalize import equalize
 
-    stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels)
+    from edgesqueeze.calibrate import DEFAULT_BINS, Method
+
+    bins = 0 if options.method is Method.MINMAX else DEFAULT_BINS
+    stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels, bins=bins)
     if options.equalize > 0:
         cmax = {n: s.channel_max for n, s in stats.items() if s.channel_max is not None}
         params, _ = equalize(model.arch, model.numpy_params(), cmax, alpha=options.equalize)
         model = SqueezeNet.from_params(model.arch, params)
-        stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels)
+        stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels, bins=bins)
     conv = conv_input_statistics(model, pixels, batch_size=batch_size, patches=options.adaptive_rounding)
     qm = quantize_from_stats(model, stats, options,
                              patch_moments=conv.patch_moments if options.adaptive_rounding else None)
@@ -83,7 +86,7 @@ def _separate_steps(model, pixels, options, batch_size):
 
 
 @pytest.mark.parametrize("kw", [{}, dict(equalize=0.0), dict(adaptive_rounding=False),
-                                dict(empirical_bias_correction=False)])
+                                dict(empirical_bias_correction=False), dict(method="mse")])
 def test_fused_passes_compute_what_the_separate_steps_compute(kw):
     import numpy as np
 
@@ -176,3 +179,34 @@ def test_decoding_in_the_first_pass_gives_the_pixels_result(tmp_path):
     for name, c in a.convs.items():
         np.testing.assert_array_equal(c.weight, b.convs[name].weight)
         np.testing.assert_array_equal(c.bias, b.convs[name].bias)
+
+
+def test_minmax_statistics_skip_the_histogram_and_keep_everything_else():
+    """min/max reads only min and max: the pipeline collects no histogram for it, and every
+    other figure equals the one collected with a histogram."""
+    import numpy as np
+
+    from edgesqueeze.calibrate import choose_range, collect_stats
+    from edgesqueeze.errors import DataError
+    from edgesqueeze.pipeline import calibrate_and_quantize
+
+    model, items, pixels = _tiny()
+    _, stats, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(equalize=0.0), batch_size=5, pixels=pixels)
+    full = collect_stats(model, None, batch_size=5, pixels=pixels)
+    _, kl_stats, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(equalize=0.0, method="kl"),
+                                            batch_size=5, pixels=pixels)
+    for name, s in stats.items():
+        f = full[name]
+        assert s.bins == 0 and f.bins > 0 and kl_stats[name].bins == f.bins, name
+        assert (s.min, s.max, s.count, s.bound) == (f.min, f.max, f.count, f.bound), name
+        assert choose_range(s, "minmax") == choose_range(f, "minmax")
+        for key in ("channel_mean", "channel_max"):
+            a, b = getattr(s, key), getattr(f, key)
+            assert (a is None and b is None) or np.array_equal(a, b), (name, key)
+    name = next(iter(stats))
+    with pytest.raises(DataError, match="collected without one.*bins=2048"):
+        choose_range(stats[name], "kl")
+    # and the saved form round-trips without a histogram
+    from edgesqueeze.calibrate import TensorStats
+
+    assert TensorStats.from_dict(stats[name].to_dict()) == stats[name]
