@@ -9,6 +9,7 @@ BOARD_MODULES = ["edgesqueeze", "edgesqueeze.arch", "edgesqueeze.graph", "edgesq
                  "edgesqueeze.cli", "edgesqueeze.runtime", "edgesqueeze.bundle", "edgesqueeze.camera",
                  "edgesqueeze.camera.sources", "edgesqueeze.camera.capture", "edgesqueeze.camera.shadow",
                  "edgesqueeze.camera.loop", "edgesqueeze.camera.overlay", "edgesqueeze.camera.systemd",
+                 "edgesqueeze.camera.live", "edgesqueeze.camera.web", "edgesqueeze.camera.page", "edgesqueeze.camera.access",
                  "edgesqueeze.cli.camera",
                  "edgesqueeze.quant.reference", "edgesqueeze.quant.quantize"]
 

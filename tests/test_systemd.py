@@ -192,3 +192,24 @@ def test_systemd_analyze_verify_accepts_the_unit(workdir):
                                             "ExecStart=/nonexistent/python"))
     r = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 or "nonexistent" in r.stderr
+
+
+def test_unit_carries_the_live_page(workdir):
+    """--serve goes into the service; --token-file made absolute (the service starts elsewhere);
+    a page served on the LAN waits for the network."""
+    args = parse_args(["--model", "int8.tflite", "--serve", "0.0.0.0:8080", "--serve-fps", "5",
+                       "--token-file", "token"])
+    unit = read_unit(CLI.systemd_unit(args, user="root"))
+    argv = exec_argv(unit["Service"]["ExecStart"])
+    again = parse_args(argv[4:])
+    assert (again.serve, again.serve_fps, again.token_file) == ("0.0.0.0:8080", 5.0, str(workdir / "token"))
+    assert unit["Unit"]["Wants"] == "network-online.target"
+    local = read_unit(CLI.systemd_unit(parse_args(["--model", "int8.tflite", "--serve", "8080"]), user="root"))
+    assert parse_args(exec_argv(local["Service"]["ExecStart"])[4:]).serve == "8080"
+    assert "Wants" not in local["Unit"]
+    for bad in (["--serve", "http"], ["--serve", "8080", "--serve-fps", "0"], ["--token-file", "t"]):
+        with pytest.raises(OptionError, match="--serve|--token-file"):
+            CLI.systemd_unit(parse_args(["--model", "int8.tflite", *bad]), user="root")
+    with pytest.raises(OptionError, match="--token-file"):
+        CLI.systemd_unit(parse_args(["--model", "int8.tflite", "--serve", "1", "--token-file", "no/dir/t"]),
+                         user="root")

@@ -14,9 +14,10 @@ torch.
                      background worker thread compares its top-1 with the INT8 top-1 of the
                      same frame; rolling agreement over the last K
     overlay.py  the text overlay, the OpenCV window, the annotated video (--out)
-    web.py      LiveView (the latest frame and state; JPEG-encoded at most once per frame for
-                all viewers, at a capped rate) and WebServer (the page, /stream.mjpg,
-                /api/state; a token beyond loopback); page.py holds the page itself
+    live.py     LiveView: the newest frame and state for the page; JPEG-encoded at most once
+                per frame for all viewers, at a capped rate, only while someone watches
+    web.py      WebServer: the page (page.py), /stream.mjpg, /api/state; limits on request
+                size, time and connections; a token beyond loopback (access.py)
     systemd.py  the text of a systemd service that runs the demo at boot
 
 Library code returns results (`FrameResult` per frame through a callback, `Summary` at the end);

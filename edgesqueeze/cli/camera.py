@@ -128,7 +128,7 @@ def check_args(args) -> None:
         raise OptionError(f"--shadow-max-load {args.shadow_max_load}: a fraction of one core, above 0 and at most 1")
     serve = getattr(args, "serve", None)
     if serve is not None:
-        from ..camera.web import parse_listen
+        from ..camera.access import parse_listen
 
         parse_listen(serve)
     serve_fps = getattr(args, "serve_fps", 10.0)
@@ -206,7 +206,7 @@ def systemd_unit(args, *, python: str | None = None, user: str | None = None,
     user = user or unit_user(args.unit_user)
     network = "://" in argv[argv.index("--source") + 1]  # a stream: start once the network is up
     if getattr(args, "serve", None):
-        from ..camera.web import is_loopback, parse_listen
+        from ..camera.access import is_loopback, parse_listen
 
         network = network or not is_loopback(parse_listen(args.serve)[0])  # serving the LAN
     return unit_text(argv, user=user, workdir=workdir or Path.cwd(), network=network)
@@ -245,7 +245,9 @@ def _start_server(args, *, title: str, shadow_window: int | None):
     """The live view and its server (started), or (None, None) without --serve."""
     if not getattr(args, "serve", None):
         return None, None
-    from ..camera.web import LiveView, WebServer, parse_listen, read_token_file
+    from ..camera.access import parse_listen, read_token_file
+    from ..camera.live import LiveView
+    from ..camera.web import WebServer
 
     host, port = parse_listen(args.serve)
     token = read_token_file(args.token_file) if args.token_file else None
