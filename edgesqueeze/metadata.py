@@ -5,7 +5,8 @@ Every exported model carries one `ModelMetadata` as JSON (ONNX: metadata_props k
 
     input  uint8, NHWC (1, crop, crop, 3), channels in `channel_order`: a camera frame after
            `resize` and a centre crop; the file does its own normalisation
-    output float32 (1, classes) scores: logits (argmax = top-1), or dequantized int8 logits
+    output float32 (1, classes) "probability": the softmax of the float head's logits; ONNX
+           files also output the "logits" themselves (export/ops.py, runtime.py)
 """
 
 from __future__ import annotations

@@ -50,6 +50,12 @@ _INT32_RANGE = (-2**31, 2**31 - 1)
 # (a segfault or an error, depending on the heap; found by tests/test_hardening.py);
 # edgesqueeze's writers never leave an input out.
 _TFLITE_OPTIONAL_INPUTS = {3: {2}, 4: {2}, 9: {2}}  # builtin code -> input positions
+# Ops that requantize by input_scale * weight_scale[c] / output_scale (CONV_2D, DEPTHWISE_CONV_2D,
+# FULLY_CONNECTED). XNNPACK refuses a multiplier outside [2^-32, 256) and LiteRT 2.3 then aborted
+# the process ("double free or corruption") when the whole graph was one delegate partition: a
+# scale overwritten with a huge positive float (tests/test_hardening.py). Checked before loading.
+_TFLITE_REQUANTIZING = (3, 4, 9)
+_REQUANT_RANGE = (2.0 ** -32, 256.0)
 _MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
           b"BM": "a BMP image", b"PK\x03\x04": "a zip archive", b"\x1f\x8b": "a gzip file",
           b"%PDF": "a PDF document", b"\x7fELF": "an executable"}
@@ -125,6 +131,7 @@ def check_tflite_bytes(buf: bytes) -> None:
         sg = r.table_at(sg_start, s)
         t_start, n_tensors = vec(sg, 0, 4)
         has_data = []  # per tensor: constant data, or a variable (state) tensor
+        scales: dict[int, np.ndarray] = {}  # per quantized tensor: its scales (float64)
         for t in range(n_tensors):
             tt = r.table_at(t_start, t)
             shape = ints(tt, 0)
@@ -168,6 +175,8 @@ def check_tflite_bytes(buf: bytes) -> None:
                     v = r._unpack("<f", s0 + 4 * k)
                     if not (np.isfinite(v) and v > 0):
                         raise FlatbufferError(f"tensor {t}: quantization scale {v} is not positive and finite")
+                if n_scale:
+                    scales[t] = np.frombuffer(bytes(r.buf[s0:s0 + 4 * n_scale]), "<f4").astype(np.float64)
         written = set()  # the subgraph's inputs and every operator output
         for name, idx in (("input", 1), ("output", 2)):
             for i in ints(sg, idx):
@@ -191,6 +200,15 @@ def check_tflite_bytes(buf: bytes) -> None:
                 raise FlatbufferError(f"operator {k}: a required input or output is absent (-1)")
             reads += [(k, i) for i in op_in if i >= 0]
             written.update(op_out)
+            if builtin[code] in _TFLITE_REQUANTIZING and len(op_in) >= 2 and op_out \
+                    and all(i in scales for i in (op_in[0], op_in[1], op_out[0])):
+                with np.errstate(over="ignore"):
+                    mult = scales[op_in[0]][0] * scales[op_in[1]] / scales[op_out[0]][0]
+                lo, hi = _REQUANT_RANGE
+                if not (np.all(mult >= lo) and np.all(mult < hi)):
+                    bad = mult[~((mult >= lo) & (mult < hi))][0]
+                    raise FlatbufferError(f"operator {k}: requantization multiplier {bad:.3g} (input scale x weight "
+                                          f"scale / output scale) outside [2^-32, 256): a corrupt scale")
             opt = r.field(op, 4)
             if opt is not None:
                 r.indirect(opt)

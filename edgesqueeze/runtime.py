@@ -6,8 +6,21 @@
 
 Everything the runtime needs is in the file (`metadata.ModelMetadata`): labels, input size,
 channel order and the resize/crop. Every file takes uint8 NHWC pixels, already resized and
-centre-cropped, in the model's channel order, and gives float32 logits (N, classes); the scores
-of `classify` are their softmax.
+centre-cropped, in the model's channel order (`preprocess` converts OpenCV's BGR frames to the
+file's order). Outputs, told apart by name:
+
+    "probability"  float32 (N, classes), the softmax the file computes after its float head:
+                   the scores of `classify` and `scores`, used as they are (no second softmax)
+    "logits"       float32 (N, classes), the head's logits (ONNX files carry both outputs):
+                   what `logits` returns, for logit SQNR and agreement tracking
+
+A .tflite file has the "probability" output only (the one its standard metadata describes, which
+MediaPipe and the Task Library read); there `logits` returns log-probabilities, log(probability):
+the logits shifted by one constant per image, so top-1, agreement and the differences between
+classes are those of the logits. `logits_kind` says which ("logits" | "log-probabilities");
+compare two outputs through `log_probabilities` (idempotent: the log-probabilities of
+log-probabilities are themselves) when the kinds may differ. A file with one output of another
+name is taken as logits, and its scores are their softmax (`get_scores`).
 
 Backends, chosen from the file: a .onnx file runs in onnxruntime (`pip install
 'edgesqueeze[onnx]'`), a .tflite file in LiteRT (`ai-edge-litert`, `pip install
@@ -57,6 +70,7 @@ from .modelfile import (ONNX_TARGET_KEY, ModelFileInfo, check_onnx_scales, check
 # tests/model_mutants.py (_varint) and camera.py's unit check (_format_of) use.
 from .modelfile import ONNX_SUFFIXES, TFLITE_SUFFIXES, _proto_fields, _varint  # noqa: F401
 
+PROBABILITY, LOGITS = "probability", "logits"  # the output roles, by tensor name
 ARM_SESSION_CONFIG = {"session.qdqisint8allowed": "1"}  # export.onnx.session_config(Target.ARM)
 _format_of = format_of
 
@@ -84,7 +98,7 @@ class Class:
 
     index: int
     label: str
-    score: float  # softmax probability of the logits
+    score: float  # the class's probability
 
     def to_dict(self) -> dict:
         return {"index": self.index, "label": self.label, "score": self.score}
@@ -114,13 +128,33 @@ def _as_backend(backend: Backend | str | None) -> Backend | None:
 
 
 def get_scores(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, float32, computed stably (max subtracted first)."""
+    """Softmax over the last axis, float32, computed stably (max subtracted first): the scores
+    of a file that outputs logits only."""
     x = np.asarray(logits, dtype=np.float32)
     if x.size == 0:
         return x.copy()
     x = x - x.max(axis=-1, keepdims=True)
     e = np.exp(x)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32, copy=False)
+
+
+# log(probability) of a probability that underflowed to 0: log of the smallest normal float32
+_LOG_TINY = float(np.log(np.finfo(np.float32).tiny))
+
+
+def log_probabilities(values: np.ndarray) -> np.ndarray:
+    """log-softmax over the last axis, float32: logits -> log-probabilities, and
+    log-probabilities -> themselves. Two models' outputs compared through it are comparable
+    whether each gave logits or log-probabilities."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return x.astype(np.float32)
+    x = x - x.max(axis=-1, keepdims=True)
+    return (x - np.log(np.exp(x).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def _log(probabilities: np.ndarray) -> np.ndarray:
+    return np.maximum(np.log(np.maximum(probabilities, np.finfo(np.float32).tiny)), _LOG_TINY).astype(np.float32)
 
 
 def get_classes(scores_row: np.ndarray, labels: Sequence[str], top_k: int = 5) -> list[Class]:
@@ -226,10 +260,11 @@ class Classifier:
     threads: int
     path: Path
     runtime_version: str
+    outputs: tuple[str, ...]
 
     def __init__(self, *, path: Path, metadata: ModelMetadata, backend: Backend, threads: int,
                  runtime_version: str, run, batch_fixed: bool, num_classes: int, serialize: bool,
-                 extra: dict | None = None):
+                 extra: dict | None = None, outputs: tuple[str, ...] = (LOGITS,)):
         self.path = path
         self.metadata = metadata
         self.backend = backend
@@ -237,7 +272,10 @@ class Classifier:
         self.runtime_version = runtime_version
         self.num_classes = num_classes
         self.info = dict(extra or {})  # e.g. {"target": "arm", "session_config": {...}}
-        self._run = run  # uint8 (n, S, S, 3) -> float32 (n, classes); n == 1 when batch_fixed
+        # uint8 (n, S, S, 3) -> (probabilities, logits), each float32 (n, classes) or None when the
+        # file has no such output; n == 1 when batch_fixed
+        self._run = run
+        self.outputs = outputs  # the file's outputs by role: "probability" and/or "logits"
         self._batch_fixed = batch_fixed
         # serialize: the backend's run must not be entered by two threads at once (TFLite)
         self._run_lock = threading.Lock() if serialize else contextlib.nullcontext()
@@ -310,20 +348,21 @@ class Classifier:
             got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
             raise ModelFileError(f"{path}: input is {got}, not uint8 NHWC [N, {s}, {s}, 3] as its metadata says; "
                                  "re-export it with `edgesqueeze quantize`")
-        out = outputs[0] if outputs else None
-        n_classes = out.shape[-1] if out is not None and out.shape else None
-        if out is None or out.type != "tensor(float)" or not isinstance(n_classes, int):
-            raise ModelFileError(f"{path}: output is not float32 logits [N, classes]; re-export it")
+        names = _output_roles(path, [(o.name, o.type == "tensor(float)", o.shape) for o in outputs], batch="N")
+        n_classes = int(outputs[0].shape[-1])
         _check_labels(path, metadata, n_classes)
-        in_name, out_name = inputs[0].name, out.name
+        in_name = inputs[0].name
         batch_fixed = inputs[0].shape[0] == 1
+        fetch = [n for n in (names.get(PROBABILITY), names.get(LOGITS)) if n]
 
-        def run(pixels: np.ndarray) -> np.ndarray:
-            return sess.run([out_name], {in_name: pixels})[0]
+        def run(pixels: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+            got = dict(zip(fetch, sess.run(fetch, {in_name: pixels})))
+            return got.get(names.get(PROBABILITY)), got.get(names.get(LOGITS))
 
         clf = cls(path=path, metadata=metadata, backend=Backend.ONNXRUNTIME, threads=threads,
                   runtime_version=ort.__version__, run=run, batch_fixed=batch_fixed, num_classes=n_classes,
-                  serialize=False, extra={"target": target or None, "session_config": config})
+                  serialize=False, extra={"target": target or None, "session_config": config},
+                  outputs=tuple(k for k in (PROBABILITY, LOGITS) if k in names))
         clf._session = sess
         return clf
 
@@ -354,19 +393,24 @@ class Classifier:
             got = ", ".join(f"{d['name']} {np.dtype(d['dtype']).name} {[int(v) for v in d['shape']]}" for d in ins)
             raise ModelFileError(f"{path}: input is {got}, not uint8 [1, {s}, {s}, 3] as its metadata says; "
                                  "re-export it with `edgesqueeze quantize`")
-        if not outs or outs[0]["dtype"] != np.float32 or len(outs[0]["shape"]) != 2:
-            raise ModelFileError(f"{path}: output is not float32 logits [1, classes]; re-export it")
+        names = _output_roles(path, [(d["name"], d["dtype"] == np.float32, [int(v) for v in d["shape"]])
+                                     for d in outs], batch=1)
         n_classes = int(outs[0]["shape"][-1])
         _check_labels(path, metadata, n_classes)
-        in_idx, out_idx = ins[0]["index"], outs[0]["index"]
+        in_idx = ins[0]["index"]
+        index = {d["name"]: d["index"] for d in outs}
+        p_idx = index[names[PROBABILITY]] if PROBABILITY in names else None
+        l_idx = index[names[LOGITS]] if LOGITS in names else None
 
-        def run(pixels: np.ndarray) -> np.ndarray:
+        def run(pixels: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
             interp.set_tensor(in_idx, pixels)
             interp.invoke()
-            return interp.get_tensor(out_idx).copy()
+            return (None if p_idx is None else interp.get_tensor(p_idx).copy(),
+                    None if l_idx is None else interp.get_tensor(l_idx).copy())
 
         clf = cls(path=path, metadata=metadata, backend=backend, threads=threads, runtime_version=version,
-                  run=run, batch_fixed=True, num_classes=n_classes, serialize=True)
+                  run=run, batch_fixed=True, num_classes=n_classes, serialize=True,
+                  outputs=tuple(k for k in (PROBABILITY, LOGITS) if k in names))
         clf._interpreter = interp
         clf._model_bytes = data  # the interpreter reads the buffer it was given: keep it alive
         return clf
@@ -393,17 +437,38 @@ class Classifier:
         input: resized and centre-cropped as the file's metadata says, in its channel order."""
         return to_uint8_input(check_frame(frame_bgr, source=source), self.metadata.preprocess)
 
+    @property
+    def logits_kind(self) -> str:
+        """What `logits` returns: "logits" (the file has a logits output) or "log-probabilities"
+        (it outputs probabilities only: a .tflite file)."""
+        return "logits" if LOGITS in self.outputs else "log-probabilities"
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (N, S, S, 3) or (S, S, 3) pixels -> float32 logits (N, classes).
+        """uint8 (N, S, S, 3) or (S, S, 3) pixels -> float32 (N, classes): the file's logits, or
+        for a file that outputs probabilities only (.tflite) log(probability) (`logits_kind`;
+        a probability that underflowed to 0 gives log of the smallest float32, -87.3).
         `last_inference_ms` (this thread's) is the time of the model runs (all N images).
         Raises ModelFileError when the file fails on its first run (it loads but cannot run:
         corrupt), InferenceError when the runtime fails on a file that has run before."""
+        probs, logits = self._infer(pixels)
+        return logits if logits is not None else _log(probs)
+
+    def scores(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) or (S, S, 3) pixels -> float32 probabilities (N, classes): the
+        file's "probability" output as it is, or the softmax of a file that outputs logits
+        only. Errors as `logits`."""
+        probs, logits = self._infer(pixels)
+        return probs if probs is not None else get_scores(logits)
+
+    def _infer(self, pixels: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         x = self._check_pixels(pixels)
         with self._run_lock:  # a batch on a fixed-batch file runs as one turn, not interleaved
             t0 = time.perf_counter()
             try:
                 if self._batch_fixed and len(x) > 1:
-                    out = np.concatenate([self._run(x[i:i + 1]) for i in range(len(x))])
+                    runs = [self._run(x[i:i + 1]) for i in range(len(x))]
+                    out = tuple(None if runs[0][k] is None else np.concatenate([r[k] for r in runs])
+                                for k in range(2))
                 else:
                     out = self._run(x)
             except MemoryError:
@@ -412,9 +477,9 @@ class Classifier:
                 raise self._run_failed(e) from None
             self._per_thread.ms = (time.perf_counter() - t0) * 1000.0
             self._has_run = True
-        out = np.asarray(out, dtype=np.float32).reshape(len(x), -1)
-        if not np.isfinite(out).all():  # valid files give finite logits for every uint8 input
-            raise ModelFileError(f"{self.path}: the model gives non-finite logits (NaN or inf), so a scale or "
+        out = tuple(None if o is None else np.asarray(o, dtype=np.float32).reshape(len(x), -1) for o in out)
+        if not all(o is None or np.isfinite(o).all() for o in out):  # valid files: finite for every uint8 input
+            raise ModelFileError(f"{self.path}: the model gives non-finite outputs (NaN or inf), so a scale or "
                                  "weight in the file is corrupt; re-export it or copy it again")
         return out
 
@@ -432,8 +497,8 @@ class Classifier:
                               "persists")
 
     def classify(self, frame_bgr: np.ndarray, top_k: int = 5) -> list[Class]:
-        """The top_k classes of one BGR frame, best first, with softmax scores."""
-        scores = get_scores(self.logits(self.preprocess(frame_bgr)))
+        """The top_k classes of one BGR frame, best first, with their probabilities."""
+        scores = self.scores(self.preprocess(frame_bgr))
         return get_classes(scores[0], self.labels, top_k)
 
     def classify_batch(self, frames: Sequence[np.ndarray], top_k: int = 5) -> list[list[Class]]:
@@ -446,7 +511,7 @@ class Classifier:
         pixels = [self.preprocess(f, source=f"frame {i}") for i, f in enumerate(frames)]
         if not pixels:
             return []
-        scores = get_scores(self.logits(np.stack(pixels)))
+        scores = self.scores(np.stack(pixels))
         return [get_classes(row, self.labels, top_k) for row in scores]
 
     def _check_pixels(self, pixels) -> np.ndarray:
@@ -462,6 +527,28 @@ class Classifier:
 
 
 
+def _output_roles(path: Path, outputs: list[tuple[str, bool, list]], *, batch) -> dict[str, str]:
+    """{role: output name} of a file's outputs (name, is float32, shape): "probability" and/or
+    "logits" by name, or one output of another name taken as logits. Each must be float32
+    [batch, classes], all of one class count. ModelFileError otherwise."""
+    want = f"float32 [{batch}, classes]"
+    bad = [f"{n} ({'float32' if f else 'not float32'} {list(sh)})" for n, f, sh in outputs
+           if not f or len(sh) != 2 or not isinstance(sh[-1], int) or sh[-1] < 1]
+    if not outputs or bad:
+        raise ModelFileError(f"{path}: its outputs {', '.join(bad) or '(none)'} are not {want} probabilities or "
+                             "logits; re-export it with `edgesqueeze quantize`")
+    if len({sh[-1] for _, _, sh in outputs}) != 1:
+        raise ModelFileError(f"{path}: its outputs give different class counts "
+                             f"({', '.join(f'{n} {list(sh)}' for n, _, sh in outputs)}); re-export it")
+    names = {n: n for n, _, _ in outputs if n in (PROBABILITY, LOGITS)}
+    if not names:
+        if len(outputs) != 1:
+            raise ModelFileError(f"{path}: {len(outputs)} outputs, none named {PROBABILITY!r} or {LOGITS!r}; "
+                                 "re-export it with `edgesqueeze quantize`")
+        names = {LOGITS: outputs[0][0]}
+    return names
+
+
 def _check_labels(path: Path, metadata: ModelMetadata, n_classes: int) -> None:
     if metadata.labels and len(metadata.labels) != n_classes:
         raise ModelFileError(f"{path}: the model gives {n_classes} classes but its metadata has "
@@ -473,5 +560,6 @@ def _short(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-__all__ = ["Backend", "Class", "Classifier", "InferenceError", "ModelFileError", "ModelFileInfo", "check_onnx_scales",
-           "check_tflite_bytes", "describe", "get_classes", "get_scores", "onnx_metadata_props"]
+__all__ = ["Backend", "Class", "Classifier", "InferenceError", "LOGITS", "ModelFileError", "ModelFileInfo", "PROBABILITY",
+           "check_onnx_scales", "check_tflite_bytes", "describe", "get_classes", "get_scores", "log_probabilities",
+           "onnx_metadata_props"]

@@ -35,7 +35,8 @@ from edgesqueeze.graph import OpKind  # noqa: E402
 from edgesqueeze.metadata import METADATA_KEY, ModelMetadata  # noqa: E402
 from edgesqueeze.quant.params import QParams  # noqa: E402
 from edgesqueeze.quant.quantize import quantize_model  # noqa: E402
-from edgesqueeze.quant.reference import run_int8  # noqa: E402
+from edgesqueeze.export.ops import max_score_diff  # noqa: E402
+from edgesqueeze.quant.reference import run_int8, softmax  # noqa: E402
 from test_quant import float_forward, minmax_ranges, tiny_arch, tiny_params  # noqa: E402
 
 LABELS = tuple(f"class {i}" for i in range(10))
@@ -91,18 +92,23 @@ def test_int8_file_matches_reference(qm, pixels, tmp_path, target):
     assert rep.integer_convs == n_convs(qm) == 26 and rep.float_convs == 0
     assert rep.ort_version == ort.__version__
 
-    # the contract: uint8 NHWC "pixels" in, float32 "logits" out
+    # the contract: uint8 NHWC "pixels" in, float32 "probability" and "logits" out
     sess = session(path, target)
-    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    (inp,), outs = sess.get_inputs(), sess.get_outputs()
     assert (inp.name, inp.type, inp.shape[1:]) == ("pixels", "tensor(uint8)", [35, 35, 3])
-    assert (out.name, out.type, out.shape[1:]) == ("logits", "tensor(float)", [10])
+    assert [(o.name, o.type, o.shape[1:]) for o in outs] == [("probability", "tensor(float)", [10]),
+                                                            ("logits", "tensor(float)", [10])]
 
     # independently of the writer's own check: other images, the file as written
-    logits = sess.run(None, {"pixels": pixels})[0]
+    probs, logits = sess.run(None, {"pixels": pixels})
     ref = run_int8(qm, pixels, keep=True)
     s10 = qm.tensors["conv10"].scale
-    assert (logits.argmax(1) == ref.logits.argmax(1)).all()
+    assert (logits.argmax(1) == ref.logits.argmax(1)).all() and (probs.argmax(1) == ref.logits.argmax(1)).all()
     assert np.abs(logits - ref.logits).max() <= s10
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    hw = ref.tensors["conv10"].shape[1] * ref.tensors["conv10"].shape[2]
+    assert np.abs(probs - ref.probabilities).max() <= max_score_diff(s10, hw)
+    assert rep.max_score_diff <= max_score_diff(s10, hw)
     # the head tensor through the verification copy: <= 1 LSB, in the target's 8-bit type
     model = onnx.load(path)
     vcopy, head = xo._with_head_output(model, qm, target)
@@ -137,7 +143,7 @@ def test_qdq_structure(qm, target):
     # the head averages the 8-bit integers themselves (the one Cast; the input uses DQ)
     casts = [n for n in model.graph.node if n.op_type == "Cast"]
     assert [c.input[0] for c in casts] == [xo.head_tensor(qm)]
-    assert ops[-5:] == ["Cast", "GlobalAveragePool", "Flatten", "Sub", "Mul"]
+    assert ops[-6:] == ["Cast", "GlobalAveragePool", "Flatten", "Sub", "Mul", "Softmax"]
     pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
     assert len(pools) == 3 and all(a.i == 1 for p in pools for a in p.attribute if a.name == "ceil_mode")
     assert model.graph.node[0].op_type == "Transpose" and model.graph.node[0].input[0] == "pixels"
@@ -213,9 +219,10 @@ def test_fp32_writer_still_works(qm, pixels, tmp_path):
     params = tiny_params(arch)
     meta = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=LABELS)
     path = to_onnx_fp32(arch, params, tmp_path / "fp32.onnx", metadata=meta)
-    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})[0]
+    p, y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})
     want = float_forward(arch, params, pixels)["logits"]
     assert np.abs(y - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    assert np.abs(p - softmax(want)).max() <= 1e-5
 
 
 # ---------------------------------------------------------------- errors
@@ -341,7 +348,7 @@ def test_real_model_matches_reference(dc_quantized, eval_pixels, tmp_path, targe
     assert 0.5e6 < rep.bytes < 2e6  # int8 weights: ~1.25 M parameters
     # the written file in a plain session, against run_int8's logits (the writer's cached run)
     few = pixels[:16]
-    logits = session(path, target).run(None, {"pixels": few})[0]
+    logits = session(path, target).run(["logits"], {"pixels": few})[0]
     ref_logits, _ = xo.reference_outputs(dc_quantized, pixels)
     assert (logits.argmax(1) == ref_logits[:16].argmax(1)).all()
     assert np.abs(logits - ref_logits[:16]).max() <= dc_quantized.tensors["conv10"].scale
@@ -370,17 +377,21 @@ def test_head_keeps_exact_ties(target):
     scale, zp = 0.0731, -97
     b = xo._QDQBuilder(helper, numpy_helper, SimpleNamespace(tensors={"conv10": QParams(scale, zp)}), target)
     b.node(Node(OpKind.MEAN, "logits", ("conv10",)))
+    b.nodes.append(xo._softmax(helper))
     elem = onnx.TensorProto.UINT8 if target is Target.X86 else onnx.TensorProto.INT8
     graph = helper.make_graph(b.nodes, "head", [helper.make_tensor_value_info("conv10", elem, [1, 8, h, w])],
-                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8])], b.inits)
+                              xo._outputs(helper, onnx, 8), b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = (q + b.offset).astype(b.qdtype)
-    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"conv10": x})[0][0]
+    probs, got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"conv10": x})
+    probs, got = probs[0], got[0]
     sums = q.sum(axis=(2, 3))[0]
     np.testing.assert_allclose(got, (sums - zp * h * w) * (scale / (h * w)), rtol=1e-6)
+    np.testing.assert_allclose(probs, softmax(got), rtol=1e-5)
     for a in range(8):
         for c in range(8):
-            assert (got[a] == got[c]) == (sums[a] == sums[c])
-            assert (got[a] < got[c]) == (sums[a] < sums[c])
+            for out in (got, probs):
+                assert (out[a] == out[c]) == (sums[a] == sums[c])
+                assert (out[a] < out[c]) == (sums[a] < sums[c])
     assert all(sums[c] == sums[c - 1] for c in range(1, 8, 2))  # the test does contain ties

@@ -19,7 +19,7 @@ from edgesqueeze.graph import Node, OpKind  # noqa: E402
 from edgesqueeze.quant import kernels  # noqa: E402
 from edgesqueeze.quant.params import QParams  # noqa: E402
 from edgesqueeze.quant.quantize import quantize_model  # noqa: E402
-from edgesqueeze.quant.reference import run_int8  # noqa: E402
+from edgesqueeze.quant.reference import run_int8, softmax  # noqa: E402
 from test_quant import PRE, float_forward, minmax_ranges, tiny_arch, tiny_params  # noqa: E402
 
 LABELS = tuple(f"class {i}" for i in range(10))
@@ -90,20 +90,27 @@ def test_int8_file_matches_integer_reference(tiny_export):
     # independently of the exporter's own check: run the shipped file on other images
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, (6, arch.input_size, arch.input_size, 3), dtype=np.uint8)
-    got = run_tflite(path, images)["logits"]
+    got = run_tflite(path, images)["probability"]
     ref = run_int8(qm, images)
     assert got.shape == (6, 10) and got.dtype == np.float32
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
     assert (got.argmax(1) == ref.logits.argmax(1)).all()
     head_scale = qm.tensors["conv10"].scale
     hw = arch.shapes()["conv10"][1] ** 2
-    assert np.abs(got - ref.logits).max() <= head_scale / hw  # within one LSB of one cell
+    assert np.abs(got - ref.probabilities).max() <= T.max_score_diff(head_scale, hw)
+    assert report.max_score_diff <= T.max_score_diff(head_scale, hw)
+    # the logits before the softmax, through the verification variant
+    g, head = T._build_int8(qm)
+    variant = g.pack(inputs=[T.PIXELS], outputs=["logits"], metadata={}, description="")
+    logits = run_tflite(variant, images)["logits"]
+    assert np.abs(logits - ref.logits).max() <= head_scale / hw  # within one LSB of one cell
 
 
 def test_head_tensor_within_one_lsb(tiny_export):
     """The verification variant exposes conv10's int8 output; compare it element by element."""
     arch, _, qm, path, _ = tiny_export
     g, head = T._build_int8(qm)
-    variant = g.pack(inputs=[T.PIXELS], outputs=["logits", head], metadata={}, description="")
+    variant = g.pack(inputs=[T.PIXELS], outputs=["probability", head], metadata={}, description="")
     images = T.synthetic_images(arch.input_size, 4, seed=3)
     got = run_tflite(variant, images, [head])[head]
     ref = run_int8(qm, images, keep=True).tensors[head]
@@ -127,12 +134,11 @@ def test_pool_and_conv10_padding_paths(tiny_export):
 def test_op_versions(tiny_export):
     _, _, qm, path, report = tiny_export
     ops = T.tflite_ops(path)
-    want = {"QUANTIZE": 1, "CONV_2D": 3, "MAX_POOL_2D": 2, "CONCATENATION": 2, "CAST": 3, "MEAN": 1,
-            "SUB": 1, "MUL": 1}
-    if qm.arch.final_pad:
-        want["PAD"] = 2
-    assert dict(ops) == want and len(ops) == len(want)
-    assert dict(report.ops) == want
+    # first use first: DEQUANTIZE of the uint8 pixels (1), then of conv10's int8 output (2)
+    want = [("DEQUANTIZE", 1), ("QUANTIZE", 1), ("CONV_2D", 3), ("MAX_POOL_2D", 2), ("CONCATENATION", 2),
+            *([("PAD", 2)] if qm.arch.final_pad else []), ("DEQUANTIZE", 2), ("MEAN", 1), ("MUL", 1), ("SOFTMAX", 1)]
+    assert list(ops) == want
+    assert list(report.ops) == want
 
 
 def test_io_contract(tiny_export):
@@ -145,7 +151,7 @@ def test_io_contract(tiny_export):
     assert inp["name"] == "pixels" and inp["dtype"] == np.uint8
     assert tuple(inp["shape"]) == (1, arch.input_size, arch.input_size, 3)
     assert inp["quantization"] == (1.0, 0)
-    assert out["name"] == "logits" and out["dtype"] == np.float32 and tuple(out["shape"]) == (1, 10)
+    assert out["name"] == "probability" and out["dtype"] == np.float32 and tuple(out["shape"]) == (1, 10)
     assert list(it.get_signature_list()) == ["serving_default"]
 
 
@@ -179,7 +185,8 @@ def test_read_metadata_errors(tmp_path):
 
 def test_head_keeps_exact_ties():
     """Channels whose int8 values have equal sums but different spreads must give exactly equal
-    logits (the reference's ties), and the logits must be s * (mean(q) - zp)."""
+    logits and probabilities (the reference's ties), the logits must be s * (mean(q) - zp), and
+    the order of distinct sums must be kept."""
     rng = np.random.default_rng(0)
     h = w = 15
     q = rng.integers(-60, 100, (1, h, w, 8)).astype(np.int8)
@@ -192,17 +199,77 @@ def test_head_keeps_exact_ties():
     sums = q.astype(np.int64).sum(axis=(1, 2))[0]
     scale, zp = 0.0731, -97
     g = T._Graph(T._schema())
-    g.tensor("conv10", q.shape, "INT8", scale=[scale], zero_point=[zp])
+    g.tensor("conv10", q.shape, "INT8", scale=[1.0], zero_point=[zp])  # as the writer makes conv10
     T._int8_head(g, "conv10", QParams(scale, zp))
-    got = run_tflite(g.pack(inputs=["conv10"], outputs=["logits"], metadata={}, description=""), q, ["logits"])["logits"][0]
+    got = run_tflite(g.pack(inputs=["conv10"], outputs=["logits", "probability"], metadata={}, description=""), q)
+    logits, probs = got["logits"][0], got["probability"][0]
     ref = (sums - zp * h * w) * (scale / (h * w))
-    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    np.testing.assert_allclose(logits, ref, rtol=1e-6)
+    np.testing.assert_allclose(probs, softmax(ref), rtol=1e-5)
     for a in range(8):
         for b in range(8):
-            assert (got[a] == got[b]) == (sums[a] == sums[b])
-            assert (got[a] < got[b]) == (sums[a] < sums[b])
+            for out in (logits, probs):
+                assert (out[a] == out[b]) == (sums[a] == sums[b])
+                assert (out[a] < out[b]) == (sums[a] < sums[b])
     assert all(sums[c] == sums[c - 1] for c in range(1, 8, 2))  # the test does contain ties
     assert len({int(s) for s in sums}) == 4
+    assert [code for code, _ in g.op_versions] == ["DEQUANTIZE", "MEAN", "MUL", "SOFTMAX"]
+
+
+def test_head_conv_written_with_scale_one(tiny_export):
+    """conv10's output scale is 1 in the file (DEQUANTIZE then gives q - zp exactly) and its
+    weight scales carry the reference's requantization multiplier: XNNPACK's float32
+    input_scale * weight_scale / 1 is that multiplier on every channel where a float32 weight
+    scale can make it, and within 1 ulp elsewhere."""
+    _, _, qm, path, _ = tiny_export
+    s, m = model_t(path)
+    tensors = {t.name.decode(): t for t in m.subgraphs[0].tensors}
+    out = tensors["conv10"].quantization
+    assert list(out.scale) == [1.0] and list(out.zeroPoint) == [qm.tensors["conv10"].zero_point]
+    qc = qm.convs["conv10"]
+    s_in = np.float32(qm.tensors[qc.input].scale)
+    w = np.asarray(tensors["conv10.weight"].quantization.scale, np.float32)
+    got = (s_in * w).astype(np.float32)
+    want = qc.real_multiplier(qm.tensors)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1 and (ulps == 0).mean() >= 0.8
+    bias = np.asarray(tensors["conv10.bias"].quantization.scale, np.float32)
+    np.testing.assert_array_equal(bias, got)
+
+
+def test_head_weight_scales_exact_where_possible():
+    rng = np.random.default_rng(3)
+    s_in = np.float32(8.630903)
+    m = rng.uniform(1e-4, 1e-2, 500).astype(np.float32)
+    w = T.head_weight_scales(m, s_in)
+    got = (s_in * w).astype(np.float32)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - m.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1
+    # every miss is a multiplier no float32 weight scale reaches
+    for i in np.flatnonzero(ulps):
+        cands = (w[i:i + 1].view(np.int32) + np.arange(-8, 9, dtype=np.int32)).view(np.float32)
+        assert not ((s_in * cands).astype(np.float32) == m[i]).any()
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp32"])
+def test_whole_graph_in_one_xnnpack_partition(tiny_export, tmp_path, kind):
+    """No operator left outside LiteRT's XNNPACK delegate (a CAST, say, would split the graph)."""
+    arch, params, qm, path, _ = tiny_export
+    if kind == "fp32":
+        path = tmp_path / "f.tflite"
+        T.to_tflite_fp32(arch, params, path, metadata=T.fp32_metadata(arch, LABELS))
+    d = T.xnnpack_delegation(path)
+    assert d.partitions == 1 and d.whole and d.ops > 10
+    # and the check can fail: an op XNNPACK does not take (CAST) splits the graph
+    g = T._Graph(T._schema())
+    g.tensor("x", (1, 8), "INT8", scale=[1.0], zero_point=[0])
+    g.tensor("xf", (1, 8), "FLOAT32")
+    o = g.s.CastOptionsT()
+    o.inDataType, o.outDataType = g.s.TensorType.INT8, g.s.TensorType.FLOAT32
+    g.op("CAST", ["x"], ["xf"], o, "CastOptions")
+    T._softmax_op(g, "xf", "p")
+    split = T.xnnpack_delegation(g.pack(inputs=["x"], outputs=["p"], metadata={}, description=""))
+    assert not split.whole and split.ops == 2
 
 
 # ---------------------------------------------------------------- padding equivalences
@@ -255,7 +322,7 @@ def test_bypass_add_exported(tmp_path):
     r = T.to_tflite(qm, tmp_path / "bypass.tflite")
     assert dict(r.ops)["ADD"] == 2 and r.lsb_match >= 0.999 and r.top1_agreement >= 0.995
     images = T.synthetic_images(41, 3, seed=5)
-    got = run_tflite(tmp_path / "bypass.tflite", images)["logits"]
+    got = run_tflite(tmp_path / "bypass.tflite", images)["probability"]
     assert (got.argmax(1) == run_int8(qm, images).logits.argmax(1)).all()
 
 
@@ -385,10 +452,10 @@ def test_fp32_file_matches_float_reference(tmp_path, crop, final_pad, bypass):
     assert ("PAD" in dict(r.ops)) == bool(final_pad) and ("ADD" in dict(r.ops)) == (bypass != "none")
     assert T.read_tflite_metadata(tmp_path / "f.tflite") == md
     images = T.synthetic_images(crop, 6, seed=11)
-    got = run_tflite(tmp_path / "f.tflite", images)["logits"]
-    want = float_forward(arch, params, images)["logits"]
+    got = run_tflite(tmp_path / "f.tflite", images)["probability"]
+    want = softmax(float_forward(arch, params, images)["logits"])
     assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    assert np.abs(got - want).max() <= 1e-5
 
 
 # ---------------------------------------------------------------- the real model
@@ -403,11 +470,12 @@ def test_real_deep_compression_v1_0(dc_quantized, eval_pixels, tmp_path):
     assert r.images == 64 and r.image_source == "given"
     assert r.lsb_match >= 0.999 and r.top1_agreement >= 0.995
     assert r.bytes == path.stat().st_size <= 1_400_000
-    assert dict(r.ops) == {"QUANTIZE": 1, "CONV_2D": 3, "MAX_POOL_2D": 2, "CONCATENATION": 2, "PAD": 2,
-                           "CAST": 3, "MEAN": 1, "SUB": 1, "MUL": 1}
+    assert list(r.ops) == [("DEQUANTIZE", 1), ("QUANTIZE", 1), ("CONV_2D", 3), ("MAX_POOL_2D", 2),
+                           ("CONCATENATION", 2), ("PAD", 2), ("DEQUANTIZE", 2), ("MEAN", 1), ("MUL", 1), ("SOFTMAX", 1)]
     assert pool_paddings(path) == ["VALID"] * 3  # 111 -> 55 -> 27 -> 13: odd sizes
     md = T.read_tflite_metadata(path)
     assert len(md.labels) == 1000 and md.channel_order == "BGR" and md.input_size == 227
     assert "ranges" not in md.calibration and md.calibration["images"] == 32
-    logits = run_tflite(path, pixels[:16])["logits"]
-    assert (logits.argmax(1) == labels[:16]).mean() >= 0.4  # a working classifier, not noise
+    probs = run_tflite(path, pixels[:16])["probability"]
+    assert (probs.argmax(1) == labels[:16]).mean() >= 0.4  # a working classifier, not noise
+    assert T.xnnpack_delegation(path).whole

@@ -329,9 +329,9 @@ def test_runtime_failures_after_loading_are_model_file_errors(tiny_files, tmp_pa
     onnx.save(m, shape_path)
 
     m = onnx.load(tiny_files["onnx"])
-    # the head's scale: its last node is Mul(mean - zero point, scale) (export/onnx.py)
-    head_mul = m.graph.node[-1]
-    assert head_mul.op_type == "Mul"
+    # the head's scale: Mul(mean - zero point, scale) -> "logits", before the Softmax (export/onnx.py)
+    head_mul = next(n for n in m.graph.node if n.output[0] == "logits")
+    assert head_mul.op_type == "Mul" and m.graph.node[-1].op_type == "Softmax"
     last_scale = head_mul.input[1]
     s = next(t for t in m.graph.initializer if t.name == last_scale)
     s.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(s).shape, np.inf, np.float32), s.name))
@@ -341,7 +341,7 @@ def test_runtime_failures_after_loading_are_model_file_errors(tiny_files, tmp_pa
     frame = np.zeros((40, 40, 3), np.uint8)
     from edgesqueeze.runtime import ModelFileError
 
-    for path, words in ((shape_path, "cannot run it"), (nan_path, "non-finite logits")):
+    for path, words in ((shape_path, "cannot run it"), (nan_path, "non-finite outputs")):
         clf = Classifier.load(path, threads=1)  # both load: the problem shows only when run
         with pytest.raises(ModelFileError, match=words) as e:
             clf.classify(frame)
@@ -642,3 +642,24 @@ def test_onnx_quantization_scales_are_checked_before_onnxruntime(tiny_files, tmp
     onnx.save(m, path)
     with pytest.raises(ModelFileError, match=rf"{path.name}.*quantization scale '{s.name}' holds .*positive and finite"):
         Classifier.load(path, threads=1)
+
+
+def test_a_requantization_multiplier_out_of_range_is_refused_before_loading(tiny_files, tmp_path):
+    """A conv whose input scale x weight scale / output scale is >= 256 (a scale overwritten
+    with a huge positive float): XNNPACK refuses the conv, and LiteRT then aborted the process
+    with the whole graph in one delegate partition. check_tflite_bytes refuses it first."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    from edgesqueeze.runtime import ModelFileError
+
+    m = s.ModelT.InitFromPackedBuf(bytearray(tiny_files["tflite"].read_bytes()), 0)
+    t = next(t for t in m.subgraphs[0].tensors if t.name == b"fire3.expand1x1.weight")
+    t.quantization.scale = np.full(len(t.quantization.scale), 1e36, np.float32)
+    b = flatbuffers.Builder(1 << 16)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    bad = tmp_path / "huge-scale.tflite"
+    bad.write_bytes(bytes(b.Output()))
+    with pytest.raises(ModelFileError, match=r"requantization multiplier .* outside \[2\^-32, 256\)") as e:
+        Classifier.load(bad, threads=1)
+    assert bad.name in str(e.value) and "re-export" in str(e.value)

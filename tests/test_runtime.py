@@ -36,7 +36,9 @@ from edgesqueeze.runtime import (  # noqa: E402
     ModelFileError,
     get_classes,
     get_scores,
+    log_probabilities,
 )
+from edgesqueeze.export.ops import max_score_diff  # noqa: E402
 from test_quant import float_forward, minmax_ranges, tiny_arch, tiny_params  # noqa: E402
 
 LABELS = tuple(f"critter{i} sp." for i in range(10))
@@ -47,9 +49,13 @@ RGB_PRE = Preprocess(style="torchvision", channel_order="RGB", resize=40, crop=3
                      mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
 
-def assert_logits_equal(got, ref):
+def assert_logits_equal(got, ref, kind="logits"):
     """Equal to float32 rounding (the runtimes sum the head in another order than the reference):
-    1e-5 relative, and 1e-6 of the largest logit for values near zero."""
+    1e-5 relative, and 1e-6 of the largest logit for values near zero. kind "log-probabilities"
+    (a .tflite Classifier's `logits`): against the reference's log-softmax, to 1e-5."""
+    if kind == "log-probabilities":
+        np.testing.assert_allclose(got, log_probabilities(ref), rtol=0, atol=1e-5)
+        return
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
 
 
@@ -129,7 +135,7 @@ def test_content_decides_over_suffix(tiny, tmp_path, pixels):
         p.write_bytes(tiny[3]["int8.tflite"].read_bytes())
         clf = Classifier.load(p, threads=1)
         assert clf.backend is Backend.LITERT
-        assert_logits_equal(clf.logits(pixels[:1]), run_int8(tiny[2], pixels[:1]).logits)
+        assert_logits_equal(clf.logits(pixels[:1]), run_int8(tiny[2], pixels[:1]).logits, clf.logits_kind)
     p = tmp_path / "model.bin"
     p.write_bytes(tiny[3]["int8-x86.onnx"].read_bytes())
     assert Classifier.load(p, threads=1).backend is Backend.ONNXRUNTIME
@@ -167,21 +173,85 @@ def test_backend_option(tiny):
 
 @pytest.mark.parametrize("name", INT8_FILES)
 def test_int8_logits_equal_the_integer_reference(tiny, clfs, pixels, name):
-    ref = run_int8(tiny[2], pixels).logits
-    got = clfs[name].logits(pixels)
+    ref = run_int8(tiny[2], pixels)
+    clf = clfs[name]
+    assert clf.logits_kind == ("log-probabilities" if name.endswith(".tflite") else "logits")
+    got = clf.logits(pixels)
     assert got.dtype == np.float32 and got.shape == (5, 10)
-    assert_logits_equal(got, ref)
-    one = clfs[name].logits(pixels[2])  # (S, S, 3): one image
+    assert_logits_equal(got, ref.logits, clf.logits_kind)
+    one = clf.logits(pixels[2])  # (S, S, 3): one image
     assert one.shape == (1, 10)
-    assert_logits_equal(one[0], ref[2])
-    assert clfs[name].last_inference_ms > 0
+    assert_logits_equal(one, ref.logits[2:3], clf.logits_kind)
+    assert clf.last_inference_ms > 0
+    scores = clf.scores(pixels)
+    assert scores.dtype == np.float32 and scores.shape == (5, 10)
+    hw = run_int8(tiny[2], pixels[:1], keep=True).tensors["conv10"].shape[1] ** 2
+    assert np.abs(scores - ref.probabilities).max() <= max_score_diff(tiny[2].tensors["conv10"].scale, hw)
+    assert (scores.argmax(1) == ref.logits.argmax(1)).all()
 
 
 @pytest.mark.parametrize("name", ["fp32.onnx", "fp32.tflite"])
 def test_fp32_logits_equal_the_float_model(tiny, clfs, pixels, name):
     arch, params, _, _ = tiny
     ref = float_forward(arch, params, pixels)[OUTPUT]
-    np.testing.assert_allclose(clfs[name].logits(pixels), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    clf = clfs[name]
+    if clf.logits_kind == "log-probabilities":
+        ref = log_probabilities(ref)
+    np.testing.assert_allclose(clf.logits(pixels), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    np.testing.assert_allclose(clf.scores(pixels), get_scores(ref), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL_FILES)
+def test_scores_are_the_files_probabilities_with_no_second_softmax(tiny, clfs, pixels, name):
+    """`scores` and `classify` give the file's "probability" output as it is."""
+    clf = clfs[name]
+    assert clf.outputs == (("probability",) if name.endswith(".tflite") else ("probability", "logits"))
+    if name.endswith(".tflite"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(tiny[3][name]), num_threads=1)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], pixels[:1])
+        it.invoke()
+        raw = it.get_tensor(it.get_output_details()[0]["index"])
+    else:  # the Classifier's own session (an ARM file's integer session config)
+        raw = clf._session.run(["probability"], {"pixels": pixels[:1]})[0]
+    got = clf.scores(pixels[:1])
+    np.testing.assert_allclose(got, raw, rtol=1e-6, atol=1e-9)
+    assert not np.allclose(got, get_scores(raw), atol=1e-4)  # a second softmax would flatten them
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_log_probabilities_make_logits_and_log_probabilities_comparable(clfs, pixels):
+    x = np.array([[2.0, -1.0, 0.5], [1000.0, 999.0, 0.0]])
+    lp = log_probabilities(x)
+    assert lp.dtype == np.float32 and np.isfinite(lp).all()
+    np.testing.assert_allclose(np.exp(lp.astype(np.float64)).sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(log_probabilities(lp), lp, atol=1e-6)  # idempotent
+    np.testing.assert_allclose(lp[0] - lp[0, 0], x[0] - x[0, 0], atol=1e-6)  # differences kept
+    onnx_lp = log_probabilities(clfs["int8-x86.onnx"].logits(pixels))
+    tfl_lp = log_probabilities(clfs["int8.tflite"].logits(pixels))
+    np.testing.assert_allclose(onnx_lp, tfl_lp, atol=1e-4)
+
+
+def test_a_file_with_logits_only_gets_softmax_scores(tiny, tmp_path, pixels):
+    """A file whose one output is logits (another name, or "logits" alone): scores are their
+    softmax, logits as they are."""
+    import onnx
+
+    model = onnx.load(tiny[3]["int8-x86.onnx"])
+    keep = [n for n in model.graph.node if n.op_type != "Softmax"]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    outs = [o for o in model.graph.output if o.name == "logits"]
+    del model.graph.output[:]
+    model.graph.output.extend(outs)
+    onnx.save(model, tmp_path / "logits-only.onnx")
+    clf = Classifier.load(tmp_path / "logits-only.onnx", threads=1)
+    assert clf.outputs == ("logits",) and clf.logits_kind == "logits"
+    ref = run_int8(tiny[2], pixels).logits
+    assert_logits_equal(clf.logits(pixels), ref)
+    np.testing.assert_allclose(clf.scores(pixels), get_scores(ref), atol=1e-5)
 
 
 def test_get_scores_is_a_stable_softmax():
@@ -212,7 +282,7 @@ def test_classify_returns_sorted_top_k_probabilities(clfs, frames, name):
     scores = [c.score for c in res]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
     assert len({c.index for c in res}) == 4 and all(c.label == LABELS[c.index] for c in res)
-    expect = get_scores(clf.logits(clf.preprocess(frames[0])))[0]
+    expect = clf.scores(clf.preprocess(frames[0]))[0]
     assert res[0].index == int(np.argmax(expect)) and res[0].score == pytest.approx(float(expect.max()), rel=1e-6)
     full = clf.classify(frames[0], top_k=50)  # more than there are classes
     assert len(full) == 10 and sum(c.score for c in full) == pytest.approx(1.0, rel=1e-5)
@@ -512,7 +582,7 @@ def test_falls_back_to_tflite_runtime_without_litert(tiny, monkeypatch, pixels):
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake_interp)
     clf = Classifier.load(tiny[3]["int8.tflite"], threads=1)
     assert clf.backend is Backend.TFLITE_RUNTIME
-    assert_logits_equal(clf.logits(pixels[:2]), run_int8(tiny[2], pixels[:2]).logits)
+    assert_logits_equal(clf.logits(pixels[:2]), run_int8(tiny[2], pixels[:2]).logits, clf.logits_kind)
 
 
 def test_cli_reports_a_missing_runtime_in_one_line(tiny, tmp_path, monkeypatch, capsys):

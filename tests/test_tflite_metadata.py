@@ -133,7 +133,7 @@ def test_int8_file_standard_metadata_field_by_field(tiny_int8):
     arch = qm.arch.name
     assert root.string(MM["name"]) == f"{arch} INT8 (affine)"
     desc = root.string(MM["description"])
-    assert "10 classes" in desc and "calibrated (minmax, 6 images)" in desc and "logits (no softmax)" in desc
+    assert "10 classes" in desc and "calibrated (minmax, 6 images)" in desc and "probabilities (softmax)" in desc
     assert root.string(MM["version"]) == "edgesqueeze 0.1.0"
     assert root.string(MM["author"]) == TM.DEFAULT_AUTHOR and root.string(MM["license"]) == TM.DEFAULT_LICENSE
     assert root.string(MM["min_parser_version"]) == "1.0.0"
@@ -159,7 +159,7 @@ def test_int8_file_standard_metadata_field_by_field(tiny_int8):
 
     out = outputs[0]
     assert out.string(TMD["name"]) == "probability"
-    assert "not probabilities" in out.string(TMD["description"])
+    assert "probabilities" in out.string(TMD["description"]) and "summing to 1" in out.string(TMD["description"])
     content = out.table(TMD["content"])
     assert content.scalar(CONTENT["content_properties_type"], N.Uint8Flags) == FEATURE_PROPERTIES
     files = out.tables(TMD["associated_files"])
@@ -208,15 +208,15 @@ def test_litert_outputs_identical_without_the_zip_and_without_standard_metadata(
     data = path.read_bytes()
     start, _ = zip_start(data)
     g, _ = T._build_int8(qm)
-    bare = g.pack(inputs=[T.PIXELS], outputs=["logits"], metadata=T._metadata_entries(T.int8_metadata(qm)),
+    bare = g.pack(inputs=[T.PIXELS], outputs=["probability"], metadata=T._metadata_entries(T.int8_metadata(qm)),
                   description="")
     images = T.synthetic_images(35, 6, seed=9)
-    full = run_tflite(data, images)["logits"]
-    np.testing.assert_array_equal(full, run_tflite(data[:start], images)["logits"])
-    np.testing.assert_array_equal(full, run_tflite(bare, images)["logits"])
+    full = run_tflite(data, images)["probability"]
+    np.testing.assert_array_equal(full, run_tflite(data[:start], images)["probability"])
+    np.testing.assert_array_equal(full, run_tflite(bare, images)["probability"])
     clf = Classifier.load(path, threads=1)  # the runtime reads its own entry, labels included
     assert clf.metadata.labels == LABELS
-    np.testing.assert_array_equal(clf.logits(images[:1]), full[:1])
+    np.testing.assert_array_equal(clf.scores(images[:1]), full[:1])  # no second softmax
 
 
 # ---------------------------------------------------------------- the module's reader and check

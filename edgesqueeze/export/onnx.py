@@ -7,7 +7,9 @@ same graph (`edgesqueeze.graph.lower`) with the same op table (`ops.OPS`).
 
 Input contract, the same for both files (metadata.py): one input "pixels", uint8, NHWC
 [N, S, S, 3] with S = the arch's crop size and channels in the arch's channel order (a camera
-frame after resize and centre crop, no normalisation); one output "logits", float32 [N, classes].
+frame after resize and centre crop, no normalisation); two outputs, float32 [N, classes]:
+"probability", the softmax of "logits", and "logits" itself (export/ops.py says why both; the
+runtime's scores are "probability" as it is, its logits "logits").
 
     FP32:  Cast -> Sub(mean) -> Div(std) -> Transpose(NCHW) -> float graph
     INT8:  Transpose(NCHW) on the uint8 pixels (exact) -> DequantizeLinear(scale 1, zp 0) ->
@@ -26,8 +28,9 @@ bears the graph tensor's name, and read through one DequantizeLinear shared by i
     concat   DQ, DQ -> Concat -> Q, shared scale/zero point (QLinearConcat: a copy)
     add      DQ, DQ -> Add -> Q (the bypass variants; QLinearAdd)
     mean     Cast(conv10) -> GlobalAveragePool -> Flatten -> Sub zp -> Mul scale -> "logits"
-             float32: the head averages the integers in float, like the reference (reference.py)
-             and the TFLite head, so equal integer sums give equal scores
+             float32 -> Softmax (axis 1) -> "probability": the head averages the integers in
+             float, like the reference (reference.py) and the TFLite head, so equal integer sums
+             give equal logits and equal probabilities
 
 `Target` picks the 8-bit types (weights are per-channel with the reference's values either way):
 
@@ -52,7 +55,8 @@ bears the graph tensor's name, and read through one DequantizeLinear shared by i
 
 `to_onnx` verifies the file before it is moved into place (`files.atomic_output`): the ONNX
 checker, then onnxruntime (CPUExecutionProvider) against `reference.run_int8` on the head tensor
-(conv10's 8-bit output, through an in-memory copy that also outputs it) and on the logits, and
+(conv10's 8-bit output, through an in-memory copy that also outputs it), on the logits and
+the probabilities (within `ops.max_score_diff` of the softmax of the reference's logits), and
 onnxruntime's optimized graph must run every conv as an integer op. Any failure raises an
 ExportError with the numbers and leaves nothing at the path (a previous file stays as it was).
 """
@@ -76,7 +80,7 @@ from ..graph import INPUT, OUTPUT, Node, OpKind, lower
 from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
 from ..quant.params import QParams, QuantizedModel, parse_enum, validate
 from .files import ExportError, atomic_output, check_output_path
-from .ops import OPS, check_supported
+from .ops import OPS, PROBABILITY, check_supported, max_score_diff
 
 OPSET = 17
 PIXELS = "pixels"  # the uint8 input's name; "input" is the normalised float tensor inside
@@ -133,6 +137,17 @@ def _input_nodes(helper, numpy_helper, arch: Arch, inits: list) -> list:
     ]
 
 
+def _softmax(helper):
+    """logits -> probability: the float softmax both files end in (ops.PROBABILITY)."""
+    return helper.make_node("Softmax", [OUTPUT], [PROBABILITY], name="softmax", axis=1)
+
+
+def _outputs(helper, onnx, classes: int) -> list:
+    """"probability" first (the scores), then "logits" (ops.py says why both)."""
+    return [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", classes])
+            for name in (PROBABILITY, OUTPUT)]
+
+
 def build_fp32_model(arch: Arch, params, metadata: ModelMetadata):
     """The FP32 ONNX ModelProto (not written)."""
     onnx = _onnx()
@@ -144,12 +159,13 @@ def build_fp32_model(arch: Arch, params, metadata: ModelMetadata):
     graph_nodes = _input_nodes(helper, numpy_helper, arch, inits)
     for n in nodes:
         graph_nodes += _node_fp32(helper, n, inits, params)
+    graph_nodes.append(_softmax(helper))
     s = arch.input_size
     graph = helper.make_graph(
         graph_nodes,
         arch.name,
         [helper.make_tensor_value_info(PIXELS, onnx.TensorProto.UINT8, ["N", s, s, 3])],
-        [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, ["N", arch.num_classes])],
+        _outputs(helper, onnx, arch.num_classes),
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -242,6 +258,7 @@ class ExportReport:
     optimized_ops: tuple[tuple[str, int], ...]  # op histogram of onnxruntime's optimized graph
     ort_version: str
     session_config: tuple[tuple[str, str], ...] = ()  # session config entries verified with (session_config)
+    max_score_diff: float | None = None  # max |probability - softmax(reference logits)|
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -435,17 +452,18 @@ def build_int8_model(qm: QuantizedModel, *, target: Target | str = Target.X86,
     b.input()
     for n in nodes:
         b.node(n)
+    b.nodes.append(_softmax(helper))
     arch = qm.arch
     s = arch.input_size
     graph = helper.make_graph(
         b.nodes, f"{arch.name}-int8-{target.value}",
         [helper.make_tensor_value_info(PIXELS, onnx.TensorProto.UINT8, ["N", s, s, 3])],
-        [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, ["N", arch.num_classes])],
+        _outputs(helper, onnx, arch.num_classes),
         initializer=b.inits,
         doc_string=(f"INT8 QDQ ({qm.scheme.value}, {target.value}: "
                     f"{'uint8' if target is Target.X86 else 'int8'} activations and per-channel weights); "
                     f"input 'pixels' uint8 NHWC [N, {s}, {s}, 3] {arch.preprocess.channel_order}, "
-                    "output 'logits' float32"),
+                    "outputs 'probability' (softmax) and 'logits' float32"),
     )
     metadata = metadata or int8_metadata(qm)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -588,6 +606,8 @@ def verify_int8(qm: QuantizedModel, model, file: str | os.PathLike, target: Targ
                 images: np.ndarray, *, synthetic: bool) -> dict:
     """Run `file` (the serialized `model`) in onnxruntime against reference.run_int8; the numbers
     as a dict, plus "failures": the gates (module constants) that were missed."""
+    from ..quant.reference import softmax
+
     ort = _ort()
     onnx = _onnx()
     head = head_tensor(qm)
@@ -602,13 +622,14 @@ def verify_int8(qm: QuantizedModel, model, file: str | os.PathLike, target: Targ
     vsess = _session(ort, vcopy, target=target)
     # a few images per run: onnxruntime's buffers grow with the batch (32 at once took ~0.5 GiB
     # more than 8 for v1.0), and the answers do not depend on it
-    runs = [vsess.run([OUTPUT, head_name], {PIXELS: images[i:i + VERIFY_BATCH]})
+    runs = [vsess.run([OUTPUT, head_name, PROBABILITY], {PIXELS: images[i:i + VERIFY_BATCH]})
             for i in range(0, len(images), VERIFY_BATCH)]
     logits = np.concatenate([r[0] for r in runs])
     v_head = np.concatenate([r[1] for r in runs])
-    # the file itself (whose optimized graph was checked above) must give the copy's logits
+    probs = np.concatenate([r[2] for r in runs])
+    # the file itself (whose optimized graph was checked above) must give the copy's outputs
     few = images[:FILE_CHECK_IMAGES]
-    file_logits = sess.run([OUTPUT], {PIXELS: few})[0]
+    file_probs, file_logits = sess.run([PROBABILITY, OUTPUT], {PIXELS: few})
 
     ref_l, ref_h = reference_outputs(qm, images)
     ref_h = ref_h.astype(np.int32) + offset  # NHWC, in the target's type
@@ -616,7 +637,7 @@ def verify_int8(qm: QuantizedModel, model, file: str | os.PathLike, target: Targ
     if got_h.shape != ref_h.shape:
         raise ExportError(f"head tensor {head}: onnxruntime gives shape {got_h.shape}, the reference {ref_h.shape}")
     diff = np.abs(got_h - ref_h)
-    top_ort = logits.argmax(1)
+    top_ort = probs.argmax(1)  # the scores a user sees
     top_ref = ref_l.argmax(1)
     disagree = top_ort != top_ref
     rows = np.arange(len(ref_l))
@@ -628,6 +649,7 @@ def verify_int8(qm: QuantizedModel, model, file: str | os.PathLike, target: Targ
         "max_lsb_diff": int(diff.max()),
         "top1_agreement": float((~disagree).mean()), "top1_reference_ties": ties,
         "max_logit_diff_lsb": float(np.abs(logits.astype(np.float64) - ref_l).max() / hp.scale),
+        "max_score_diff": float(np.abs(probs.astype(np.float64) - softmax(ref_l)).max()),
         "integer_convs": int(n_int), "float_convs": int(n_float),
         "optimized_ops": tuple(sorted(ops.items())), "ort_version": ort.__version__,
         "session_config": tuple(sorted(session_config(target).items())),
@@ -645,11 +667,17 @@ def verify_int8(qm: QuantizedModel, model, file: str | os.PathLike, target: Targ
     if res["max_logit_diff_lsb"] > MAX_LOGIT_DIFF_LSB:
         failures.append(f"logits differ from the reference by up to {res['max_logit_diff_lsb']:.3f} x conv10's "
                         f"scale (allowed {MAX_LOGIT_DIFF_LSB})")
+    hw = int(ref_h.shape[1] * ref_h.shape[2])
+    score_tol = max_score_diff(hp.scale, hw)
+    if not res["max_score_diff"] <= score_tol:
+        failures.append(f"probabilities differ from the softmax of the reference's logits by up to "
+                        f"{res['max_score_diff']:.3g} (allowed {score_tol:.3g})")
     # equal up to float summation order (one head LSB moves a logit by scale / (H*W), far more)
     copy_diff = float(np.abs(file_logits.astype(np.float64) - logits[:len(few)]).max()) / hp.scale
-    if copy_diff > 1e-3:
-        failures.append("the file gives other logits than its verification copy (with the head output): "
-                        f"max |diff| {copy_diff:.3g} x conv10's scale")
+    copy_pdiff = float(np.abs(file_probs.astype(np.float64) - probs[:len(few)]).max())
+    if copy_diff > 1e-3 or copy_pdiff > 1e-5:
+        failures.append("the file gives other outputs than its verification copy (with the head output): "
+                        f"max |logit diff| {copy_diff:.3g} x conv10's scale, max |probability diff| {copy_pdiff:.3g}")
     if n_float or n_int != n_convs:
         failures.append(f"onnxruntime's optimized graph runs {n_int} of {n_convs} convs as integer ops and "
                         f"{n_float} as float convs (ops: {dict(ops)})")
@@ -663,7 +691,7 @@ def to_onnx(qm: QuantizedModel, path: str | os.PathLike, *, target: Target | str
 
     The file takes "pixels", uint8 NHWC [N, S, S, 3] (S = qm.arch.input_size, channels in
     qm.arch.preprocess.channel_order: resized and centre-cropped, not normalised — the same
-    contract as the FP32 file) and gives "logits", float32 [N, classes]. Metadata: a
+    contract as the FP32 file) and gives "probability" and "logits", float32 [N, classes]. Metadata: a
     `ModelMetadata` (labels, preprocessing, scheme, calibration method/images/split) under the
     metadata_props key "edgesqueeze", the target under "edgesqueeze.target", the labels one per
     line under "labels".
@@ -677,7 +705,7 @@ def to_onnx(qm: QuantizedModel, path: str | os.PathLike, *, target: Target | str
     vs `reference.run_int8` — the head tensor (conv10's 8-bit output) within 1 LSB on >= 99.9 %
     of values and never more than 2 LSB, top-1 agreeing on >= 99.5 % of images (a disagreement
     on an exact tie of the reference's top two counts as agreeing), logits within 2 x conv10's
-    scale; every conv an integer op in onnxruntime's optimized graph (ORT_ENABLE_ALL). A failure
+    scale, probabilities within `ops.max_score_diff`; every conv an integer op in onnxruntime's optimized graph (ORT_ENABLE_ALL). A failure
     raises ExportError with the numbers and leaves nothing at `path` (a previous file stays).
 
     Raises NotQuantizedError (an ExportError and a TypeError) for anything but a

@@ -8,8 +8,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph import Node, OpKind
+from ..graph import OUTPUT, Node, OpKind
 from .files import ExportError
+
+# The outputs both writers give. Both end in a float softmax after the float head, so the file's
+# scores are probabilities and classes whose integer sums are equal get equal scores.
+#   .onnx:   "probability" and "logits" (the softmax's input), both float32 [N, classes]: the
+#            logits serve logit SQNR / agreement tracking (the job evaluates through this file)
+#   .tflite: "probability" only: the one output its standard metadata describes and MediaPipe /
+#            the Task Library show (the runtime reads log-probabilities from it where it needs
+#            logits; runtime.py)
+PROBABILITY = "probability"
+LOGITS = OUTPUT  # "logits"
+
+
+def max_score_diff(scale: float, head_hw: int) -> float:
+    """The largest |probability - softmax(reference logits)| a written INT8 file may show, for a
+    head of conv10 scale `scale` averaged over `head_hw` = H*W cells: a logit one head unit
+    (scale / (H*W)) off moves a probability p by at most p(1 - p) <= 1/4 times that; the bound
+    allows two such units, plus float32 rounding (1e-6). 0.0052 for v1.0."""
+    return 2 * 0.25 * float(scale) / head_hw + 1e-6
 
 
 @dataclass(frozen=True)

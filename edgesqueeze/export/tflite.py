@@ -15,7 +15,8 @@ but the Python standard library.
 INT8 graph (one subgraph, batch fixed at 1: input [1, S, S, 3]):
 
     pixels  uint8 [1,S,S,3], scale 1, zero point 0   (the runtime's input contract, metadata.py)
-    QUANTIZE -> int8, scale 1, zero point -128       (q = pixel - 128: exact)
+    DEQUANTIZE -> float32 pixel values, QUANTIZE -> int8, scale 1, zero point -128
+             (q = pixel - 128: exact; XNNPACK takes these two, not a uint8 -> int8 QUANTIZE)
     CONV_2D  int8 in/out; weights int8 OHWI, symmetric per output channel (quantized_dimension
              0, zero points 0); bias int32 with per-channel scale s_in * s_w[c] (float32) and
              zero point 0; fused RELU where the graph has one (the output's zero point makes
@@ -31,22 +32,36 @@ INT8 graph (one subgraph, batch fixed at 1: input [1, S, S, 3]):
     CONCATENATION axis 3; inputs and output must share one scale/zero point (the quantizer
              guarantees it; a model that breaks it is refused, naming the layers).
     ADD      int8 (the paper's bypass variants), each input with its own parameters.
-    head     conv10's int8 output q -> CAST to float32 (the raw integers, exact) -> MEAN over
-             axes [1, 2], keep_dims false -> SUB zero point -> MUL scale -> "logits" float32
-             [1, classes], i.e. logits = s * (sum_hw(q) / (H*W) - zp): the dequantized average
-             the integer reference (`quant.reference.run_int8`) computes, at the full resolution
-             of the sum (s / 225 for v1.0), with no int8 rounding of the logits.
-             Why not DEQUANTIZE -> MEAN: that sums H*W rounded float32 products s*(q - zp), and
-             the result depends on the order of summation, so two classes whose integer sums are
-             equal — exact ties happen on real images (1 of 64 for v1.0) — come out in an
-             arbitrary order and top-1 can differ from the reference. Summing the raw integers
-             is exact in float32 in any order (|sum| <= 128*H*W < 2**24, checked), so the logits
-             are a monotone function of the exact integer sum: ties stay ties (argmax then picks
-             the lower class index, as the reference does) and the order of distinct sums is kept.
+    head     conv10 is written with output scale 1 and the reference's zero point zp, its output
+             scale s moved into its weight scales: w[c] with float32 s_in * w[c] equal to the
+             reference's multiplier s_in * s_w[c] / s (`head_weight_scales`; on the few channels
+             no float32 w[c] reaches, 1 ulp off: no value moved on the 406 evaluation images of
+             v1.0). Its int8 values q are the reference's. Then
+             DEQUANTIZE -> (q - zp) as float32, exact -> MEAN over axes [1, 2], keep_dims false
+             -> MUL s -> "logits" float32 [1, classes] -> SOFTMAX (float, beta 1) ->
+             "probability" float32 [1, classes], the file's one output.
+             So logits = s * (sum_hw(q - zp) / (H*W)): the dequantized average the integer
+             reference (`quant.reference.run_int8`) computes, at the full resolution of the sum
+             (s / 225 for v1.0), with no int8 rounding of the logits. The sum is exact in float32
+             in any order (|sum| <= 255*H*W < 2**24, checked), so the logits are a monotone
+             function of the exact integer sum: classes whose integer sums are equal — exact ties
+             happen on real images (1 of 64 for v1.0) — get equal logits and equal
+             probabilities (argmax then picks the lower class index, as the reference does), and
+             the order of distinct sums is kept.
+             Why not DEQUANTIZE with conv10's own scale s -> MEAN: that sums H*W rounded float32
+             products s*(q - zp), whose sum depends on the order of summation, so tied classes
+             come out in an arbitrary order. Why not CAST int8 -> float32 (the raw integers,
+             exact too): XNNPACK does not take CAST (nor ARG_MAX, PADV2, int8 SOFTMAX or
+             AVERAGE_POOL_2D), and one such op splits the graph into two delegate partitions;
+             DEQUANTIZE, float MEAN, MUL and SOFTMAX it takes, so the whole graph runs in one
+             XNNPACK partition (`xnnpack_delegation`, benchmarks/xnnpack_head.py).
 
-SOFTMAX is not included: the output is logits (argmax = top-1); a runtime that wants
-probabilities applies softmax itself. Batch is fixed at 1 (the runtime classifies one camera
-frame at a time).
+Outputs: "probability" only, because the standard metadata describes that one output and the
+tools that read it (MediaPipe, the Task Library) show it as the scores: equal integer sums give
+equal scores. The logits exist inside the file (tensor "logits", the softmax's input) and the
+verification variant lists them as an output; the runtime, reading the shipped file, derives
+log-probabilities where it needs logits (runtime.py). Batch is fixed at 1 (the runtime
+classifies one camera frame at a time).
 
 Runtimes: LiteRT (ai-edge-litert 2.3) runs the int8 graph in its default XNNPACK delegate, which
 requantizes in float32 like the reference's default, and matched it bit for bit on every model
@@ -55,22 +70,24 @@ it matches `run_int8(..., requant="fixed-point")` in top-1, and differs from the
 reference by the rounding of each requantization (measured: top-1 the same on 30 of 32 real
 images).
 
-FP32 graph: the same uint8 pixels -> CAST float32 -> SUB mean -> MUL 1/std (left out when every
-std is 1, as in the Caffe preprocessing) -> the same convs in float NHWC with OHWI weights
-(transposed from the OIHW params) and the same padding rules (float PAD fills with 0.0,
-PADV2 with the lowest float32) -> MAX_POOL_2D, CONCATENATION, ADD -> MEAN -> "logits".
+FP32 graph: the same uint8 pixels (scale 1, zero point 0) -> DEQUANTIZE float32 -> SUB mean ->
+MUL 1/std (left out when every std is 1, as in the Caffe preprocessing) -> the same convs in
+float NHWC with OHWI weights (transposed from the OIHW params) and the same padding rules (float
+PAD fills with 0.0, PADV2 with the lowest float32) -> MAX_POOL_2D, CONCATENATION, ADD -> MEAN ->
+"logits" -> SOFTMAX -> "probability": one XNNPACK partition too.
 
 Operator versions are the ones tensorflow/lite/tools/versioning/op_version.cc assigns to the
 types written here: int8 CONV_2D 3, MAX_POOL_2D 2, CONCATENATION 2, ADD 2 (from the shared op
-table, `ops.OPS`), int8 PAD/PADV2 2, CAST from int8 3, QUANTIZE to int8 (per tensor) 1;
-every float32 op, and CAST uint8 -> float32, version 1.
+table, `ops.OPS`), int8 PAD/PADV2 2, DEQUANTIZE from int8 2, QUANTIZE to int8 (per tensor) 1;
+every float32 op, and DEQUANTIZE from uint8, version 1.
 
 Metadata: the model's `metadata` list holds an entry named "edgesqueeze" whose buffer is the
 UTF-8 JSON of a `ModelMetadata` (arch, preprocessing, labels, scheme, calibration method /
 image count / split rule — not the per-tensor ranges): what the runtime reads. Beside it, the
 standard "TFLITE_METADATA" entry and, appended after the flatbuffer, a zip archive holding
 labels.txt: what MediaPipe, the TFLite Task Library and model bindings read
-(`tflite_metadata.py`). The file also carries a signature "serving_default" (pixels -> logits).
+(`tflite_metadata.py`). The file also carries a signature "serving_default" (pixels ->
+probability).
 
 Verification (`to_tflite`): the bytes are written to a temporary file beside the target; they
 are first checked structurally (`check_flatbuffer`: parsed with the schema's reader, every
@@ -80,8 +97,10 @@ standard metadata read back with its zip archive, which must start where the fla
 then loaded
 in LiteRT's Interpreter and run image by image against the integer reference `run_int8`:
 conv10's int8 output (read from a verification variant of the same flatbuffer that also lists
-that tensor as a subgraph output) must be within 1 LSB on >= 99.9 % of values, and the shipped
-file's top-1 must agree on >= 99.5 % of images. Only then is the file moved into place; on
+that tensor and the logits as subgraph outputs) must be within 1 LSB on >= 99.9 % of values,
+the shipped file's top-1 (argmax of its probabilities) must agree on >= 99.5 % of images, and
+its probabilities must be within `max_score_diff` of the softmax of the reference's logits
+(half of one head unit s / (H*W): 0.0052 for v1.0; measured 1e-6). Only then is the file moved into place; on
 failure an ExportError carries the numbers and nothing is left at the target path.
 """
 
@@ -100,7 +119,7 @@ from ..errors import DataError, missing_extra
 from ..graph import INPUT, OUTPUT, Node, OpKind, lower
 from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
 from .files import ExportError, atomic_output, check_output_path
-from .ops import OPS, check_supported
+from .ops import OPS, PROBABILITY, check_supported, max_score_diff
 from .tflite_metadata import (STANDARD_KEY, _schema, append_associated_files, associated_files,
                               build_metadata_buffer, read_associated_files, read_tflite_metadata,
                               standard_metadata, standard_metadata_problems, tflite_ops)
@@ -117,7 +136,7 @@ SYNTHETIC_IMAGES = 16
 SYNTHETIC_SEED = 0
 
 # op_version.cc for the int8 ops not in ops.OPS (see module doc); float32 ops are all version 1
-_INT8_VERSIONS = {"PAD": 2, "PADV2": 2, "QUANTIZE": 1, "CAST": 3}
+_INT8_VERSIONS = {"PAD": 2, "PADV2": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "CAST": 3}
 
 _NP_TO_TFL = {
     np.dtype(np.float32): "FLOAT32", np.dtype(np.int32): "INT32", np.dtype(np.uint8): "UINT8",
@@ -148,7 +167,7 @@ def runtime_version() -> str:
 @dataclass(frozen=True)
 class ExportReport:
     """What was written and how it verified. Fractions are in [0, 1]; the INT8-only fields are
-    None for the FP32 file (which is only checked to load and give finite logits)."""
+    None for the FP32 file (which is only checked to load and give finite probabilities summing to 1)."""
 
     path: Path
     bytes: int
@@ -163,6 +182,7 @@ class ExportReport:
     runtime: str
     runtime_version: str
     ops: tuple[tuple[str, int], ...] = field(default=())  # (op, version) in first-use order
+    max_score_diff: float | None = None  # max |probability - softmax(reference logits)|
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -513,17 +533,22 @@ def _build_int8(qm) -> tuple[_Graph, str]:
     g = _Graph(s)
     size = qm.arch.input_size
     g.tensor(PIXELS, (1, size, size, 3), "UINT8", scale=[1.0], zero_point=[0])
+    g.tensor("pixels.f32", (1, size, size, 3), "FLOAT32")
+    g.op("DEQUANTIZE", [PIXELS], ["pixels.f32"], s.DequantizeOptionsT(), "DequantizeOptions")
     g.tensor(INPUT, (1, size, size, 3), "INT8", **_q(qm.tensors[INPUT]))
-    g.op("QUANTIZE", [PIXELS], [INPUT], s.QuantizeOptionsT(), "QuantizeOptions")
+    g.op("QUANTIZE", ["pixels.f32"], [INPUT], s.QuantizeOptionsT(), "QuantizeOptions")
     head = nodes[-1].inputs[0]
     for n in nodes:
         if n.kind is OpKind.CONV:
             qc = qm.convs[n.name]
             s_in = np.float32(qm.tensors[qc.input].scale)
             ws = qc.weight_scale.astype(np.float32)
+            out_q = _q(qm.tensors[n.name])
+            if n.name == head:  # the head's conv: output scale 1, its scale in the weights (module doc)
+                ws = head_weight_scales(qc.real_multiplier(qm.tensors), s_in)
+                out_q = {"scale": [1.0], "zero_point": [qm.tensors[head].zero_point]}
             zeros = np.zeros(ws.shape, np.int64)
-            _conv_op(g, n, qc.weight.astype(np.int8), qc.bias.astype(np.int32),
-                     out_q=_q(qm.tensors[n.name]),
+            _conv_op(g, n, qc.weight.astype(np.int8), qc.bias.astype(np.int32), out_q=out_q,
                      weight_q={"scale": ws, "zero_point": zeros, "qdim": 0},
                      bias_q={"scale": (s_in * ws).astype(np.float32), "zero_point": zeros, "qdim": 0})
         elif n.kind is OpKind.MAXPOOL:
@@ -537,25 +562,50 @@ def _build_int8(qm) -> tuple[_Graph, str]:
     return g, head
 
 
+def head_weight_scales(multiplier: np.ndarray, input_scale: np.float32) -> np.ndarray:
+    """Per-channel weight scales w for the head's conv written with output scale 1: float32
+    w whose float32 product input_scale * w is the reference's requantization multiplier
+    (`multiplier`, float32 input_scale * weight_scale / output_scale), which XNNPACK then
+    computes as input_scale * w / 1. Where no float32 w gives exactly that product (the
+    products of consecutive w step by up to 2 ulps), the nearest one (1 ulp off)."""
+    m = np.asarray(multiplier, np.float32)
+    s_in = np.float32(input_scale)
+    w0 = (m.astype(np.float64) / np.float64(s_in)).astype(np.float32)
+    best, err = w0.copy(), np.full(m.shape, np.inf)
+    for k in range(-3, 4):
+        w = (w0.view(np.int32) + np.int32(k)).view(np.float32)
+        e = np.abs((s_in * w).astype(np.float32).astype(np.float64) - m.astype(np.float64))
+        better = e < err
+        best[better], err[better] = w[better], e[better]
+    return best
+
+
 def _int8_head(g: _Graph, src: str, q) -> None:
-    """logits = scale * (mean_hw(q) - zero_point), with the sum exact (module doc, "head")."""
+    """`src` (conv10's output, written with scale 1 and the reference's zero point) ->
+    DEQUANTIZE (exactly q - zp as float32) -> MEAN -> MUL scale -> logits -> SOFTMAX ->
+    probability (module doc, "head")."""
     s = g.s
     n, h, w, c = g.shapes[src]
-    if 128 * h * w >= 2**24:
+    if 255 * h * w >= 2**24:
         raise ExportError(f"cannot write TFLite: conv10's output is {h}x{w}; the exact float32 head "
-                          "needs 128*H*W < 2**24 (use a smaller input size)")
+                          "needs 255*H*W < 2**24 (use a smaller input size)")
+    if g.qparams.get(src) != (1.0, q.zero_point):
+        raise ExportError(f"internal: the head's input {src} must have scale 1")  # pragma: no cover
     raw = f"{src}.values"
     g.tensor(raw, (n, h, w, c), "FLOAT32")
-    o = s.CastOptionsT()
-    o.inDataType, o.outDataType = s.TensorType.INT8, s.TensorType.FLOAT32
-    g.op("CAST", [src], [raw], o, "CastOptions")
+    g.op("DEQUANTIZE", [src], [raw], s.DequantizeOptionsT(), "DequantizeOptions")
     _mean_op(g, raw, f"{src}.mean")
-    g.tensor(f"{src}.zero_point", (1,), "FLOAT32", data=np.array([q.zero_point], np.float32))
-    g.tensor(f"{src}.centred", (n, c), "FLOAT32")
-    g.op("SUB", [f"{src}.mean", f"{src}.zero_point"], [f"{src}.centred"], s.SubOptionsT(), "SubOptions")
     g.tensor(f"{src}.scale", (1,), "FLOAT32", data=np.array([q.scale], np.float32))
     g.tensor(OUTPUT, (n, c), "FLOAT32")
-    g.op("MUL", [f"{src}.centred", f"{src}.scale"], [OUTPUT], s.MulOptionsT(), "MulOptions")
+    g.op("MUL", [f"{src}.mean", f"{src}.scale"], [OUTPUT], s.MulOptionsT(), "MulOptions")
+    _softmax_op(g, OUTPUT, PROBABILITY)
+
+
+def _softmax_op(g: _Graph, src: str, name: str) -> None:
+    o = g.s.SoftmaxOptionsT()
+    o.beta = 1.0
+    g.tensor(name, g.shapes[src], "FLOAT32")
+    g.op("SOFTMAX", [src], [name], o, "SoftmaxOptions")
 
 
 def _build_fp32(arch: Arch, params) -> _Graph:
@@ -568,11 +618,9 @@ def _build_fp32(arch: Arch, params) -> _Graph:
     g = _Graph(s)
     size = arch.input_size
     pre = arch.preprocess
-    g.tensor(PIXELS, (1, size, size, 3), "UINT8")
+    g.tensor(PIXELS, (1, size, size, 3), "UINT8", scale=[1.0], zero_point=[0])
     g.tensor("pixels.f32", (1, size, size, 3), "FLOAT32")
-    o = s.CastOptionsT()
-    o.inDataType, o.outDataType = s.TensorType.UINT8, s.TensorType.FLOAT32
-    g.op("CAST", [PIXELS], ["pixels.f32"], o, "CastOptions")
+    g.op("DEQUANTIZE", [PIXELS], ["pixels.f32"], s.DequantizeOptionsT(), "DequantizeOptions")
     scaled = any(v != 1.0 for v in pre.std)
     centred = "pixels.centred" if scaled else INPUT
     g.tensor("pixel_mean", (3,), "FLOAT32", data=np.asarray(pre.mean, np.float32))
@@ -595,6 +643,7 @@ def _build_fp32(arch: Arch, params) -> _Graph:
             _add_op(g, n)
         elif n.kind is OpKind.MEAN:
             _mean_op(g, n.inputs[0], OUTPUT)
+            _softmax_op(g, OUTPUT, PROBABILITY)
     return g
 
 
@@ -765,23 +814,55 @@ def _reference(qm, images: np.ndarray, head: str, batch: int = 8) -> tuple[np.nd
 
 
 def _verify_int8(qm, file_path: Path, variant: bytes, images: np.ndarray, head: str) -> dict:
+    from ..quant.reference import softmax
+
     Interpreter = _interpreter_cls()
-    shipped = _run(Interpreter(model_path=str(file_path), num_threads=_threads()), images, [OUTPUT])
-    probe = _run(Interpreter(model_content=variant, num_threads=_threads()), images, [head])
+    shipped = _run(Interpreter(model_path=str(file_path), num_threads=_threads()), images, [PROBABILITY])
+    probe = _run(Interpreter(model_content=variant, num_threads=_threads()), images, [head, OUTPUT])
     ref_head, ref_logits = _reference(qm, images, head)
     diff = np.abs(probe[head].astype(np.int32) - ref_head.astype(np.int32))
-    logits = shipped[OUTPUT]
-    # strict: the first index of the maximum on both sides (the head keeps exact ties as ties)
-    agree = logits.argmax(axis=1) == ref_logits.argmax(axis=1)
+    probs = shipped[PROBABILITY]
+    # strict: the first index of the maximum on both sides (the head keeps exact ties as ties,
+    # and equal logits give equal probabilities)
+    agree = probs.argmax(axis=1) == ref_logits.argmax(axis=1)
     return {
         "lsb_match": float((diff <= 1).mean()),
         "max_lsb_diff": int(diff.max()),
         "exact_match": float((diff == 0).mean()),
         "top1_agreement": float(agree.mean()),
-        "max_logit_diff_lsb": float(np.abs(logits.astype(np.float64) - ref_logits).max()
+        "max_logit_diff_lsb": float(np.abs(probe[OUTPUT].astype(np.float64) - ref_logits).max()
                                     / qm.tensors[head].scale),
-        "finite": bool(np.isfinite(logits).all()),
+        "max_score_diff": float(np.abs(probs.astype(np.float64) - softmax(ref_logits)).max()),
+        "finite": bool(np.isfinite(probs).all() and np.isfinite(probe[OUTPUT]).all()),
     }
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """How LiteRT's default delegate (XNNPACK) took a model: `partitions` delegate nodes, and
+    `whole` when there is one and it reads every graph input and writes every graph output
+    (then no operator runs outside it)."""
+
+    partitions: int
+    whole: bool
+    ops: int  # the model's operators
+
+
+def xnnpack_delegation(model: bytes | str | os.PathLike, threads: int = 1) -> Delegation:
+    """Load `model` in LiteRT (default delegate: XNNPACK) and read which nodes the delegate
+    replaced: LiteRT lists each delegate partition as one extra node named DELEGATE after the
+    model's own operators."""
+    Interpreter = _interpreter_cls()
+    kw = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    it = Interpreter(**kw, num_threads=threads)
+    it.allocate_tensors()
+    nodes = it._get_ops_details()  # the only Python view of the execution plan's delegate nodes
+    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    ins = {int(d["index"]) for d in it.get_input_details()}
+    outs = {int(d["index"]) for d in it.get_output_details()}
+    whole = len(delegates) == 1 and ins <= {int(i) for i in delegates[0]["inputs"]} \
+        and outs <= {int(i) for i in delegates[0]["outputs"]}
+    return Delegation(len(delegates), whole, len(nodes) - len(delegates))
 
 
 # ---------------------------------------------------------------- writers
@@ -802,8 +883,8 @@ def _file_bytes(g: _Graph, md: ModelMetadata, description: str) -> bytes:
     entries, then the zip archive of its associated files (tflite_metadata.py), which must
     start right where the flatbuffer ends."""
     entries = _metadata_entries(md)
-    entries[STANDARD_KEY] = build_metadata_buffer(standard_metadata(md, g.shapes[OUTPUT][-1]))
-    flat = g.pack(inputs=[PIXELS], outputs=[OUTPUT], metadata=entries, description=description)
+    entries[STANDARD_KEY] = build_metadata_buffer(standard_metadata(md, g.shapes[PROBABILITY][-1]))
+    flat = g.pack(inputs=[PIXELS], outputs=[PROBABILITY], metadata=entries, description=description)
     data = append_associated_files(flat, associated_files(md))
     try:
         start = read_associated_files(data)[0]
@@ -817,7 +898,7 @@ def _file_bytes(g: _Graph, md: ModelMetadata, description: str) -> bytes:
 
 def _description(arch: Arch, scheme: str) -> str:
     return (f"edgesqueeze {arch.name} {scheme}: uint8 NHWC pixels [1,{arch.input_size},{arch.input_size},3] "
-            f"({arch.preprocess.channel_order}) -> float32 logits [1,{arch.num_classes}] (no softmax)")
+            f"({arch.preprocess.channel_order}) -> float32 probabilities [1,{arch.num_classes}] (softmax)")
 
 
 def to_tflite(qm, path: str | os.PathLike, *, verify_images: np.ndarray | None = None) -> ExportReport:
@@ -834,26 +915,30 @@ def to_tflite(qm, path: str | os.PathLike, *, verify_images: np.ndarray | None =
     desc = _description(qm.arch, qm.scheme.value)
     data = _file_bytes(g, md, desc)
     # the probe is never shipped: the edgesqueeze entry only (the standard one describes one output)
-    variant = g.pack(inputs=[PIXELS], outputs=[OUTPUT, head], metadata=_metadata_entries(md), description=desc)
+    variant = g.pack(inputs=[PIXELS], outputs=[PROBABILITY, OUTPUT, head], metadata=_metadata_entries(md),
+                     description=desc)
     check_flatbuffer(data)
     check_flatbuffer(variant)
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
         v = _verify_int8(qm, tmp, variant, images, head)
+        score_tol = max_score_diff(qm.tensors[head].scale, g.shapes[head][1] * g.shapes[head][2])
         ok = (v["finite"] and v["lsb_match"] >= MIN_HEAD_WITHIN_1_LSB
-              and v["top1_agreement"] >= MIN_TOP1_AGREEMENT)
+              and v["top1_agreement"] >= MIN_TOP1_AGREEMENT and v["max_score_diff"] <= score_tol)
         if not ok:
             raise ExportError(
                 f"{path}: the written TFLite model does not match the integer reference on "
                 f"{len(images)} {source} images: conv10 within 1 LSB {100 * v['lsb_match']:.3f} % "
                 f"(need >= {100 * MIN_HEAD_WITHIN_1_LSB:.1f} %), max {v['max_lsb_diff']} LSB; top-1 "
                 f"agreement {100 * v['top1_agreement']:.2f} % (need >= {100 * MIN_TOP1_AGREEMENT:.1f} %); "
-                f"max |logit diff| {v['max_logit_diff_lsb']:.4g} x conv10 scale; logits finite: {v['finite']}. "
+                f"max |logit diff| {v['max_logit_diff_lsb']:.4g} x conv10 scale; max |probability diff| "
+                f"{v['max_score_diff']:.3g} (need <= {score_tol:.3g}); outputs finite: {v['finite']}. "
                 "Nothing was written."
             )
     return ExportReport(Path(path), len(data), "int8", len(images), source, v["lsb_match"],
                         v["max_lsb_diff"], v["exact_match"], v["top1_agreement"],
-                        v["max_logit_diff_lsb"], "ai-edge-litert", runtime_version(), tuple(g.op_versions))
+                        v["max_logit_diff_lsb"], "ai-edge-litert", runtime_version(), tuple(g.op_versions),
+                        v["max_score_diff"])
 
 
 def build_tflite_fp32(arch: Arch, params, *, metadata: ModelMetadata) -> bytes:
@@ -876,10 +961,13 @@ def to_tflite_fp32(arch: Arch, params, path: str | os.PathLike, *, metadata: Mod
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
         Interpreter = _interpreter_cls()
-        logits = _run(Interpreter(model_path=str(tmp), num_threads=_threads()), images, [OUTPUT])[OUTPUT]
-        if logits.shape != (len(images), arch.num_classes) or not np.isfinite(logits).all():
-            raise ExportError(f"{path}: the written FP32 model gives logits of shape {logits.shape} "
-                              f"(finite: {bool(np.isfinite(logits).all())}); nothing was written")
+        probs = _run(Interpreter(model_path=str(tmp), num_threads=_threads()), images, [PROBABILITY])[PROBABILITY]
+        sums = probs.astype(np.float64).sum(axis=1)
+        if probs.shape != (len(images), arch.num_classes) or not np.isfinite(probs).all() \
+                or not np.allclose(sums, 1.0, atol=1e-4):
+            raise ExportError(f"{path}: the written FP32 model gives probabilities of shape {probs.shape} "
+                              f"(finite: {bool(np.isfinite(probs).all())}, sums {np.round(sums, 5).tolist()}); "
+                              "nothing was written")
     return ExportReport(Path(path), len(data), "fp32", len(images), source, None, None, None, None, None,
                         "ai-edge-litert", runtime_version(), tuple(g.op_versions))
 
@@ -890,8 +978,9 @@ def fp32_metadata(arch: Arch, labels: Sequence[str] = ()) -> ModelMetadata:
 
 
 __all__ = [
-    "ExportReport", "MIN_HEAD_WITHIN_1_LSB", "MIN_TOP1_AGREEMENT", "PIXELS", "SUPPORTED",
-    "build_tflite", "build_tflite_fp32", "check_flatbuffer", "conv_padding", "fp32_metadata",
+    "ExportReport", "MIN_HEAD_WITHIN_1_LSB", "MIN_TOP1_AGREEMENT", "PIXELS", "PROBABILITY", "SUPPORTED",
+    "Delegation", "build_tflite", "build_tflite_fp32", "check_flatbuffer", "conv_padding", "fp32_metadata", "head_weight_scales",
+    "max_score_diff",
     "op_version", "pool_padding", "read_tflite_metadata", "runtime_version", "synthetic_images",
-    "tflite_ops", "to_tflite", "to_tflite_fp32",
+    "tflite_ops", "to_tflite", "to_tflite_fp32", "xnnpack_delegation",
 ]

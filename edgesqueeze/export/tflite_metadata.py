@@ -26,9 +26,8 @@ subgraph with
   refuse such a file instead of feeding it swapped channels;
 - output "probability" (the name MediaPipe needs): FeatureProperties and labels.txt as
   TENSOR_AXIS_LABELS (left out when the model has no class names). The values are float32
-  logits, not probabilities (the model has no softmax); the description says so, and the tools
-  show these raw values as the scores. Top-1 and the order of the classes are those of the
-  probabilities.
+  probabilities: the file ends in a float softmax of its logits, so the scores the tools show
+  sum to 1, and classes whose integer sums are equal get equal scores.
 
 The field numbers below are those of tflite-support's metadata_schema.fbs (unchanged up to its
 1.5.0). `read_standard_metadata` reads the entry back with the standard library only, and
@@ -172,15 +171,13 @@ def standard_metadata(md: ModelMetadata, num_classes: int, *, author: str = DEFA
     files = (AssociatedFile(LABELS_FILE, "TENSOR_AXIS_LABELS", "class names, one per line: line i names class i"),)
     scores = TensorMetadata(
         name=OUTPUT_NAME,
-        description=(f"float32 logits [1, {num_classes}]: one raw score per class, not probabilities (the model "
-                     "has no softmax; apply one for probabilities). Tools that read this metadata show these "
-                     "raw values as the scores; the top-1 and the order of the classes are those of the "
-                     "probabilities." + ("" if named else " No class names were given, so no label file.")),
+        description=(f"float32 probabilities [1, {num_classes}]: the softmax of the model's logits, one score per "
+                     "class, summing to 1." + ("" if named else " No class names were given, so no label file.")),
         content="feature", files=files if named else ())
     return StandardMetadata(
         name=f"{md.arch} {kind}",
         description=(f"SqueezeNet image classifier ({md.arch}), {num_classes} classes, {kind} weights{calibrated}. "
-                     f"Input: one {s}x{s} {md.channel_order} image as uint8. Output: float32 logits (no softmax). "
+                     f"Input: one {s}x{s} {md.channel_order} image as uint8. Output: float32 probabilities (softmax). "
                      f"Written by edgesqueeze {md.version}."),
         version=f"edgesqueeze {md.version}", author=author, license=license,
         min_parser_version=MIN_PARSER_VERSION, subgraph=SUBGRAPH_NAME, inputs=(image,), outputs=(scores,))

@@ -13,7 +13,9 @@ as the exported files — uint8 NHWC pixels in the model's channel order — and
     mean    the head: conv10's int8 output dequantized and averaged in float —
             logits = s * sum_hw(q - zp) / (H*W). Averaging in float keeps the resolution of the
             sum (s / 225 for v1.0), so top-1 is decided by the model, not by an int8 rounding of
-            the logits.
+            the logits. The exported files end in a float softmax of these logits (output
+            "probability"); `IntRun.probabilities` / `softmax` is that step here. Equal integer
+            sums give equal logits and so equal probabilities: ties stay ties.
 
 Requantization (`Requant`): the runtimes do not agree bit for bit. LiteRT's default XNNPACK
 kernels and onnxruntime's QLinearConv compute rint(float32(acc) * float32(M)) (half to even);
@@ -45,6 +47,20 @@ class Requant(str, Enum):
 class IntRun:
     logits: np.ndarray  # float32 (N, classes)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)  # int8 NHWC, when kept
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """softmax(logits): what the exported files output (float32 (N, classes))."""
+        return softmax(self.logits)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in float64 (max subtracted first), returned as float32: the
+    head's float softmax. Equal logits give equal probabilities, and the order of distinct
+    logits is kept."""
+    x = np.asarray(logits, np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def pixels_to_int8(pixels: np.ndarray) -> np.ndarray:
