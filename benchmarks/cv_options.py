@@ -1,0 +1,143 @@
+"""Quantization options compared by two-fold cross-validation on the calibration split alone.
+
+    python benchmarks/cv_options.py                      # the standard rows (about 20 min on 2 cores)
+    python benchmarks/cv_options.py --variants affine ristretto --markdown
+
+Top-1 and agreement on a few hundred images move by whole images with numerical noise, so
+options are compared by the SQNR of the logits against FP32 (continuous: it moves by hundredths
+of a dB where agreement moves by whole images), with agreement beside it. Each variant is
+calibrated on the even-numbered half of the calibration split and measured on the odd half, then
+the other way round; the two halves' logits are pooled. The evaluation split is never read.
+
+The integer model is the project's integer reference (what the exported files compute, bit for
+bit), its convolutions on torch's exact float32 kernels (exact_conv.py: the same integers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# name -> (description, QuantizeOptions.make keywords, share of each training half used)
+VARIANTS: dict[str, tuple[str, dict, float]] = {
+    "affine": ("affine default (min/max, bias corr., eq. 0.5, empirical bias corr., adaptive rounding)", {}, 1.0),
+    "affine-no-adaround": ("... without adaptive rounding", dict(adaptive_rounding=False), 1.0),
+    "affine-no-empirical": ("... without empirical bias correction", dict(empirical_bias_correction=False), 1.0),
+    "affine-eq0.25": ("... with equalization 0.25", dict(equalize=0.25), 1.0),
+    "affine-eq0.75": ("... with equalization 0.75", dict(equalize=0.75), 1.0),
+    "affine-kl": ("... with KL ranges", dict(method="kl"), 1.0),
+    "affine-half-images": ("... calibrated on half the images of each fold", {}, 0.5),
+    "affine-quarter-images": ("... calibrated on a quarter of the images of each fold", {}, 0.25),
+    "ristretto": ("ristretto default (KL, bias corr., empirical bias corr., adaptive rounding)",
+                  dict(scheme="ristretto"), 1.0),
+    "ristretto-published": ("ristretto as published (min/max, no correction, nearest rounding)",
+                            dict(scheme="ristretto", method="minmax", bias_correction=False,
+                                 adaptive_rounding=False), 1.0),
+}
+STANDARD = ["affine", "affine-no-adaround", "affine-eq0.25", "affine-eq0.75", "affine-half-images",
+            "affine-quarter-images", "ristretto"]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    description: str
+    calibration_images: int  # per fold
+    sqnr_db: float
+    agreement: float
+    seconds: float
+
+
+def folds(items: list) -> list[tuple[list, list, np.ndarray]]:
+    """(train items, test items, test indices) for the two halves: even-numbered, odd-numbered."""
+    idx = np.arange(len(items))
+    halves = [idx[0::2], idx[1::2]]
+    return [([items[i] for i in halves[k]], [items[i] for i in halves[1 - k]], halves[1 - k]) for k in (0, 1)]
+
+
+def int8_logits(qm, pixels: np.ndarray, *, batch: int = 16) -> np.ndarray:
+    from edgesqueeze.exact_conv import ExactFloat32Conv
+    from edgesqueeze.quant.reference import Requant, _run
+
+    kernel = ExactFloat32Conv()
+    return np.concatenate([_run(qm, pixels[i:i + batch], Requant.FLOAT32, conv_kernel=kernel).logits
+                           for i in range(0, len(pixels), batch)])
+
+
+def run_variant(name: str, model, items: list, pixels: np.ndarray, fp32: np.ndarray) -> Row:
+    from edgesqueeze.metrics import agreement, sqnr_db
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+
+    description, kw, share = VARIANTS[name]
+    options = QuantizeOptions.make(**kw)
+    t0 = time.perf_counter()
+    q = np.zeros_like(fp32)
+    used = 0
+    for train, _, test_idx in folds(items):
+        train_idx = np.setdiff1d(np.arange(len(items)), test_idx)
+        n = max(8, int(round(len(train) * share)))
+        train, train_idx = train[:n], train_idx[:n]
+        used = n
+        qm, _, _ = calibrate_and_quantize(model, train, options, pixels=pixels[train_idx])
+        q[test_idx] = int8_logits(qm, pixels[test_idx])
+    return Row(name, description, used, sqnr_db(fp32, q), agreement(fp32, q), time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=STANDARD,
+                    help=f"rows to run (default: {' '.join(STANDARD)})")
+    ap.add_argument("--limit", type=int, default=0, help="the first N calibration images only (a smoke run)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from edgesqueeze import paths, sysinfo
+    from edgesqueeze.data import load_pixels, read_labels_csv, split_calibration
+    from edgesqueeze.evaluate import fp32_logits
+    from edgesqueeze.model import load_pretrained
+
+    shared = paths.shared_dir()
+    if shared is None:
+        print("no shared data folder: set EDGESQUEEZE_SHARED to the shared/ folder", file=sys.stderr)
+        return 2
+    paths.ensure_weights_env()
+    torch.set_num_threads(2)
+    calib, _ = split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))
+    if args.limit:
+        calib = calib[:args.limit]
+    model = load_pretrained("squeezenet1_0-dc")
+    pixels = load_pixels(calib, model.arch.preprocess)
+    fp32 = fp32_logits(model, pixels)
+    print(f"CPU: {sysinfo.cpu_model()}; torch {torch.__version__}, 2 threads; {len(calib)} calibration-split "
+          f"images, two folds of {len(calib) // 2}-{(len(calib) + 1) // 2}", flush=True)
+    rows = []
+    for name in args.variants:
+        rows.append(run_variant(name, model, calib, pixels, fp32))
+        r = rows[-1]
+        print(f"  {r.name}: {r.sqnr_db:.2f} dB, {r.agreement:.2f} %, {r.seconds:.0f} s", file=sys.stderr, flush=True)
+    headers = ["variant (2-fold CV on the calibration split)", "calibration images per fold",
+               "logit SQNR", "top-1 agreement"]
+    table = [[r.description, str(r.calibration_images), f"{r.sqnr_db:.2f} dB", f"{r.agreement:.2f} %"] for r in rows]
+    if args.markdown:
+        print("| " + " | ".join(headers) + " |")
+        print("|" + "---|" * len(headers))
+        for t in table:
+            print("| " + " | ".join(t) + " |")
+    else:
+        from edgesqueeze.metrics import format_table
+
+        print(format_table(headers, table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
