@@ -443,6 +443,10 @@ def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: 
     if on_pass:
         on_pass(f"evaluate {int8.path.name}", len(pixels), len(pixels))
     base = accuracy("fp32", fp_scores, labels)
+    if clf.logits_kind != "logits":  # a .tflite gives log-probabilities: compare like with like
+        from .runtime import log_probabilities
+
+        fp_scores = log_probabilities(fp_scores)
     c = compare(name, np.concatenate(q), fp_scores, labels, base)
     return Evaluation(len(pixels), labelled, base, c, int8.path, f"{clf.backend.value} {clf.runtime_version}")
 

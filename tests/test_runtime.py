@@ -739,6 +739,9 @@ def test_cli_eval_models_on_real_images(dc_quantized, eval_pixels, shared, tmp_p
     for r in (a, b):
         assert r["images"] == 8 and r["top1_agreement"] >= 75.0
         assert r["drop_top1_pp"] == pytest.approx(fp["top1"] - r["top1"])
+        # like with like: the .tflite's log-probabilities against the FP32 log-probabilities
+        # (against raw logits they would differ by each image's log-sum-exp: a few dB at best)
+        assert r["logit_sqnr_db"] > 15
     # both files run the same integer model: the same top-1 on these images (the reference's)
     ref = run_int8(dc_quantized, px[:8]).logits.argmax(1)
     got = Classifier.load(tfl).logits(px[:8]).argmax(1)

@@ -136,7 +136,12 @@ def _eval_model_files(args, classifiers, items, fp, labels, base, rows, report) 
         finally:
             close()
         scores = np.concatenate(out)
-        c = compare(name, scores, fp, labels, base)
+        if clf.logits_kind != "logits":  # a .tflite gives log-probabilities: compare like with like
+            from ..runtime import log_probabilities
+
+            c = compare(name, scores, log_probabilities(fp), labels, base)
+        else:
+            c = compare(name, scores, fp, labels, base)
         rows.append(_comparison_row(c))
         report["results"].append({**c.to_dict(), "file": str(clf.path), "backend": clf.backend.value,
                                   "runtime_version": clf.runtime_version, "threads": clf.threads,
