@@ -4,6 +4,11 @@ inference time, with and without the FP32 shadow, and memory over a long run.
 Targets: median per-frame ms <= 1.15 x median inference ms; RSS <= 150 MB and flat (growth
 <= 5 % from after warm-up to the end) over the soak run.
 
+The per-frame preprocessing resizes only the window of the frame that the centre crop needs
+where that keeps the pixels identical (data.to_uint8_input); the "whole-frame resize" rows run
+the same loop with the whole 640x480 frame resized first, interleaved with the windowed runs
+(--preprocess-rounds), so the two ratios come from the same minutes of a shared machine.
+
     # a real INT8 model (and its FP32 reference) first:
     edgesqueeze quantize       # the main job (from the project root): writes export/
     python benchmarks/camera_overhead.py --model export/squeezenet1_0-affine-int8.tflite \\
@@ -119,6 +124,50 @@ def measure_overhead(video: Path, clf, configs, *, frames: int, every: int = 10,
     return out
 
 
+def whole_frame_uint8_input(img, pre):
+    """The model input from resizing the whole frame, then cropping (what the windowed resize
+    in data.to_uint8_input reproduces bit for bit)."""
+    import cv2
+    import numpy as np
+
+    h, w = img.shape[:2]
+    if isinstance(pre.resize, tuple):
+        rh, rw = pre.resize
+    else:
+        s = pre.resize
+        rh, rw = (s, max(s, int(round(w * s / h)))) if h <= w else (max(s, int(round(h * s / w))), s)
+    if (rh, rw) != (h, w):
+        img = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR_EXACT)
+    c = pre.crop
+    top, left = (rh - c) // 2, (rw - c) // 2
+    out = img[top:top + c, left:left + c]
+    return np.ascontiguousarray(out[:, :, ::-1] if pre.channel_order == "RGB" else out)
+
+
+def compare_preprocessing(video: Path, clf, *, frames: int, rounds: int) -> dict:
+    """Per-frame / inference ratio with the whole-frame resize and with the windowed one, in
+    alternating runs (the order flips each round); medians over the rounds."""
+    import numpy as np
+
+    import edgesqueeze.runtime as runtime
+
+    windowed = runtime.to_uint8_input
+    out: dict[str, list] = {"whole": [], "windowed": [], "whole_extra": [], "windowed_extra": []}
+    run(video, clf, None, frames=20, every=10, threaded=False)  # warm-up
+    for i in range(rounds):
+        for name in (("whole", "windowed") if i % 2 == 0 else ("windowed", "whole")):
+            runtime.to_uint8_input = whole_frame_uint8_input if name == "whole" else windowed
+            try:
+                extra: list[float] = []
+                s = run(video, clf, None, frames=frames, every=10, threaded=False,
+                        on_frame=lambda r: extra.append(r.total_ms - r.infer_ms))
+            finally:
+                runtime.to_uint8_input = windowed
+            out[name].append(s.median_frame_ms / s.median_infer_ms)
+            out[name + "_extra"].append(float(np.median(extra)))
+    return {k: float(np.median(v)) for k, v in out.items()} | {"rounds": rounds}
+
+
 def soak_in_child(args, video: Path, shadow_path: str | None) -> dict:
     cmd = [sys.executable, __file__, "--soak-child", str(video), "--model", args.model, "--soak", str(args.soak),
            "--shadow-every", str(args.shadow_every)]
@@ -166,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--shadow-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="INT8 threads (default: all cores)")
     p.add_argument("--no-fp32", action="store_true", help="no FP32 shadow (and no auto-detection)")
+    p.add_argument("--preprocess-rounds", type=int, default=3,
+                   help="alternating runs with the whole-frame and the windowed resize (3; 0: skip)")
     p.add_argument("--soak-child", metavar="VIDEO", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.soak_child:
@@ -183,6 +234,9 @@ def main(argv=None) -> int:
     rss_int8 = rss_mb()
     fp32 = Classifier.load(fp32_path, threads=1) if fp32_path else None
     rss_loaded = rss_mb()
+    from edgesqueeze import sysinfo
+
+    print(f"machine: {sysinfo.cpu_model()}, {sysinfo.usable_cores()} usable cores")
     print(f"INT8: {clf!r}")
     if fp32 is not None:
         print(f"FP32 shadow: {fp32!r}, every {args.shadow_every}th frame")
@@ -200,10 +254,22 @@ def main(argv=None) -> int:
                          "-" if o.agreement is None else f"{o.agreement:.0f} % ({o.comparisons})",
                          "-" if o.shadow_median_ms is None else f"{o.shadow_median_ms:.1f}"])
         rss_after = rss_mb()
+        pre = None
+        if args.preprocess_rounds:
+            pre = compare_preprocessing(video, clf, frames=args.frames, rounds=args.preprocess_rounds)
         print()
         print(format_table(["run", "frames", "infer ms (median)", "per-frame ms (median, no capture)",
                             "per-frame - infer ms (median)",
                             f"ratio (<= {RATIO_TARGET})", "", "FPS", "dropped", "FP32 agreement", "FP32 ms"], rows))
+
+        if pre is not None:
+            print(f"\nINT8 only, 640x480, {clf.metadata.preprocess.style} preprocessing; {pre['rounds']} alternating "
+                  f"runs of {args.frames} frames each, medians:")
+            print(format_table(["resize", "per-frame - infer ms (median)", f"ratio (<= {RATIO_TARGET})", ""],
+                               [["whole frame, then crop", pre["whole_extra"], f"{pre['whole']:.3f}",
+                                 "PASS" if pre["whole"] <= RATIO_TARGET else "FAIL"],
+                                ["window the crop needs (bit-identical)", pre["windowed_extra"], f"{pre['windowed']:.3f}",
+                                 "PASS" if pre["windowed"] <= RATIO_TARGET else "FAIL"]], floatfmt=".3f"))
 
         soaks = []
         if args.soak:

@@ -343,6 +343,9 @@ def test_bad_requests_get_4xx_and_the_loop_keeps_its_pace():
             "bad version": (b"GET / HTTP/9.9\r\n\r\n", 10),
             "post": (f"POST /api/state?token={TOKEN} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".encode(), 10),
             "bad header": (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 10),
+            "bad target": (b"GET //[x HTTP/1.1\r\n\r\n", 5),
+            "many fields": (b"GET /?" + b"&".join(b"a%d=1" % i for i in range(50)) + b" HTTP/1.1\r\n\r\n", 5),
+            "relative target": (b"GET api/state HTTP/1.1\r\n\r\n", 5),
             "half open": (b"", 4),  # connects, sends nothing
             "half a head": (b"GET / HTTP/1.1\r\nHost: x", 4),
         }
@@ -369,6 +372,7 @@ def test_bad_requests_get_4xx_and_the_loop_keeps_its_pace():
         assert not errors, errors
         expect = {"unknown path": {404}, "traversal": {404}, "no token": {401}, "bad token": {403},
                   "huge header": {431}, "garbage": {400}, "bad version": {505}, "post": {405}, "bad header": {400},
+                  "bad target": {400}, "many fields": {400}, "relative target": {400},
                   "half open": {0}, "half a head": {0}}
         assert set(answers) == set(expect)
         for name, codes in answers.items():

@@ -99,14 +99,15 @@ def demo(tmp_path, tiny_models):  # noqa: F811
 def test_demo_serves_the_page_and_keeps_printing_json_lines(demo):
     assert demo.url == demo.base  # loopback: no token
     state = demo.state()
-    assert state["top"][0][0].startswith("class ") and state["frame"] >= 0
-    assert state["fps"] is None or state["fps"] > 0
+    assert state["top"][0][0].startswith("class ") and state["frame"] >= 0, state
+    assert state["fps"] is None or state["fps"] > 0, state
     assert demo.get("/")[0] == 200 and demo.get("/nope")[0] == 404
     code, err = demo.stop()
-    assert code == 0 and "Traceback" not in err and "frames processed" in err
-    lines = [json.loads(s) for s in demo.out_path.read_text().splitlines() if s.strip()]
-    assert len(lines) > 2 and lines[-1]["summary"] is True and lines[0]["frame"] == 0
-    assert err.count("live page at") == 1  # printed once
+    assert code == 0 and "Traceback" not in err and "frames processed" in err, (code, err)
+    text = demo.out_path.read_text()
+    lines = [json.loads(s) for s in text.splitlines() if s.strip()]
+    assert len(lines) > 2 and lines[-1]["summary"] is True and lines[0]["frame"] == 0, text[-500:]
+    assert err.count("live page at") == 1, err  # printed once
 
 
 def test_demo_with_a_token_file_requires_the_token_even_on_loopback(tmp_path, tiny_models):  # noqa: F811

@@ -36,6 +36,7 @@ dt{color:#9aa}dd{margin:0;font-variant-numeric:tabular-nums}
 #agree{font-size:20px;font-weight:600}
 svg{width:100%%;height:70px;background:#151515;border-radius:4px;margin-top:6px}
 #warnings li{color:#f88;font-size:13px;margin:3px 0}
+#warnings li.none{color:#9aa}
 .hide{display:none}
 </style></head>
 <body>

@@ -253,7 +253,7 @@ class FolderSource(FrameSource):
             self.name = str(p)
         else:
             self.files = [Path(f) for f in files_or_folder]
-            self.name = f"{len(self.files)} images"
+            self.name = str(self.files[0]) if len(self.files) == 1 else f"{len(self.files)} images"
         if not self.files:
             raise DataError(f"{self.name}: no images in this folder")
         self.loop, self.fps = loop, fps

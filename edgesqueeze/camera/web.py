@@ -161,8 +161,11 @@ class _Handler(socketserver.BaseRequestHandler):
         self.method = method
         if method not in ("GET", "HEAD"):
             return self.send(405, extra=[("Allow", "GET, HEAD")])
-        url = urlsplit(target)
-        query = parse_qs(url.query, max_num_fields=8) if url.query else {}
+        try:
+            url = urlsplit(target)
+            query = parse_qs(url.query, max_num_fields=8) if url.query else {}
+        except ValueError:  # "//[x" (a broken IPv6 host), too many query fields
+            return self.send(400)
         status = owner.check_access(query.get("token", [None])[0], headers)
         if status:
             return self.send(status, extra=[("WWW-Authenticate", 'Bearer realm="edgesqueeze"')] if status == 401 else [])

@@ -298,7 +298,9 @@ def run_camera(args) -> int:
         view, server = _start_server(args, title=f"{Path(model).name} on {source.name}",
                                      shadow_window=args.window if fp32 is not None else None)
         if server is not None:
-            print(f"edgesqueeze camera: live page at {server.url}", file=sys.stderr, flush=True)
+            note = (" (plain HTTP: anyone on the network path can read this address and the pictures)"
+                    if server.token else "")
+            print(f"edgesqueeze camera: live page at {server.url}{note}", file=sys.stderr, flush=True)
         summary = run_loop(source, classifier, shadow=shadow, headless=args.headless, max_frames=args.max_frames,
                            on_frame=on_frame, display=display, writer=writer, threaded=threaded,
                            publish=view.publish if view is not None else None)
