@@ -143,3 +143,27 @@ def test_page_in_headless_chromium_shows_the_live_top1(demo, tmp_path):
     frame = re.search(r'<dd id="frame">([^<]*)</dd>', dom).group(1)
     assert frame.isdigit() and fps != ""  # the script filled in the numbers
     assert '<li class="k">' in dom and top1 in dom
+
+
+def test_page_in_headless_chromium_with_the_token_url(tmp_path, tiny_models):  # noqa: F811
+    """The printed URL with ?token=: the browser is sent to / with the cookie, and the page's
+    own requests (state, stream) pass with that cookie."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium-headless-shell)")
+    token_file = tmp_path / "token"
+    d = Demo(tmp_path, tiny_models[0], "--token-file", str(token_file))
+    try:
+        top1 = d.state(token_file.read_text().strip())["top"][0][0]
+        r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--dump-dom",
+                            d.url], capture_output=True, text=True, timeout=120)
+        m = re.search(r'<div id="top1">([^<]*)</div>', r.stdout)
+        assert m, (r.stdout[:500], r.stderr[-1500:])
+        import html
+
+        assert html.unescape(m.group(1)) == top1
+        assert re.search(r'<dd id="frame">(\d+)</dd>', r.stdout)
+        assert re.search(r'<span id="status"[^>]*>([^<]*)</span>', r.stdout).group(1) == "live"  # polls passed too
+    finally:
+        d.stop()
