@@ -162,6 +162,39 @@ TORCHVISION_PREPROCESS = Preprocess(
 )
 
 
+CHANNEL_ORDERS = ("RGB", "BGR")
+DEFAULT_FILE_CHANNEL_ORDER = "RGB"  # what exported files take unless asked otherwise
+
+
+def with_channel_order(arch: "Arch", params, order: str | None) -> tuple["Arch", dict]:
+    """The same model taking its input channels in `order` ("RGB" | "BGR"; None: as it is).
+
+    conv1 is the only layer that sees the input channels, and the mean/std are folded into it
+    (per channel, in the model's channel order), so reversing conv1's input-channel axis and the
+    order of the mean and std gives a model that computes exactly the same function of the
+    reversed image: the released Caffe model (BGR) takes RGB this way. `params` maps a conv's
+    name to (OIHW weight, bias); a new dict is returned, `params` is left as it is."""
+    if order is None:
+        return arch, params
+    want = str(order).upper()
+    if want not in CHANNEL_ORDERS:
+        raise OptionError(f"channel order {order!r} must be RGB or BGR")
+    pre = arch.preprocess
+    if pre.channel_order == want:
+        return arch, params
+    first = arch.conv1.name
+    if first not in params:
+        raise OptionError(f"no weights for {first}: cannot reverse the input channels of {arch.name}")
+    w, b = params[first]
+    if np.asarray(w).ndim != 4 or np.asarray(w).shape[1] != 3:
+        raise OptionError(f"{first}'s weight has shape {tuple(np.asarray(w).shape)}; reversing the channel "
+                          "order needs 3 input channels (OIHW)")
+    out = dict(params)
+    out[first] = (np.ascontiguousarray(np.asarray(w)[:, ::-1]), b)
+    flipped = replace(pre, channel_order=want, mean=tuple(pre.mean[::-1]), std=tuple(pre.std[::-1]))
+    return arch.with_preprocess(flipped), out
+
+
 @dataclass(frozen=True)
 class FireSpec:
     """One Fire module: squeeze 1x1 -> ReLU -> (expand 1x1 | expand 3x3, pad 1) -> ReLU -> concat."""

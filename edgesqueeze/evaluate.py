@@ -76,7 +76,8 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
 
     Each int8 tensor is the integer reference's, so the error includes everything upstream of
     it: the worst layers show where accuracy is lost. `pixels`: the items already decoded
-    (data.load_pixels). `conv_kernel`: the integer reference's conv in another form that gives
+    (data.load_pixels) in the FP32 model's channel order; `qm` may take the other order (the
+    files' order, export/channels.py): it is given the pixels reversed. `conv_kernel`: the integer reference's conv in another form that gives
     the same integers (exact_conv.ExactFloat32Conv: torch's float32 convolutions, several times
     faster than numpy's)."""
     import torch
@@ -101,7 +102,11 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
 
         with torch.no_grad():
             model(torch.from_numpy(normalize(px, pre)), tap=tap)
-        run = _run(qm, px, Requant.FLOAT32, keep=True, conv_kernel=conv_kernel)
+        if qm.arch.preprocess.channel_order != pre.channel_order:  # qm turned to the files' order
+            qpx = np.ascontiguousarray(px[..., ::-1])
+        else:
+            qpx = px
+        run = _run(qm, qpx, Requant.FLOAT32, keep=True, conv_kernel=conv_kernel)
         for name in names:
             ref = fp[name].astype(np.float64)
             err = dequantize_tensor(qm, name, run.tensors[name]).astype(np.float64) - ref

@@ -192,8 +192,10 @@ def quantize(
     architecture is told from their shapes unless `arch` names it (weights.ARCH_NAMES).
     Preprocessing follows the weights (torchvision: RGB, ImageNet mean/std, short side 256,
     crop 224; the released Caffe model: BGR minus mean, 256x256, crop 227); `input_size`,
-    `resize`, `mean`, `std`, `channel_order`, `norm_scale` override it
-    (arch.override_preprocess) and are written into every file's metadata.
+    `resize`, `mean`, `std`, `norm_scale` override it (arch.override_preprocess) and are
+    written into every file's metadata. `channel_order`: the order the written files take
+    (default RGB, whatever the weights were trained with: conv1's input channels are reversed
+    after quantization when they differ, export/channels.py).
     `on_pass(name, done, total)` reports progress; `on_warning(text)` hears each warning as it
     happens (they are also in the result). Never prints."""
     from . import paths
@@ -236,7 +238,11 @@ def quantize(
         arch_source += (f"; {' or '.join(loaded.alternatives)} would look the same (a simple bypass adds no "
                         f"weights): name it with arch=/--arch if so")
     model_arch = _with_preprocess(loaded.arch, input_size=input_size, resize=resize, mean=mean, std=std,
-                                  channel_order=channel_order, norm_scale=norm_scale)
+                                  norm_scale=norm_scale)
+    from .arch import DEFAULT_FILE_CHANNEL_ORDER, with_channel_order
+
+    file_order = channel_order or DEFAULT_FILE_CHANNEL_ORDER
+    with_channel_order(model_arch, loaded.params, file_order)  # checks the option before any slow work
     n = model_arch.num_classes
 
     # ---- images and class names, checked against the model before any slow work
@@ -285,6 +291,16 @@ def quantize(
     model = SqueezeNet.from_params(model_arch, loaded.params)
     qm, _, quantized_fp32 = stages.run("calibrate and quantize", lambda: calibrate_and_quantize(
         model, calib, options, labels=names, on_pass=on_pass))
+    # calibrated in the weights' own channel order, then turned to the files' order: conv1's
+    # input channels reversed, every other parameter the same (export/channels.py)
+    from .export.channels import quantized_with_channel_order
+
+    qm = quantized_with_channel_order(qm, file_order)
+    model_arch, turned = with_channel_order(model_arch, model.numpy_params(), file_order)
+    if model_arch is not model.arch:
+        model = SqueezeNet.from_params(model_arch, turned)
+        quantized_fp32 = SqueezeNet.from_params(*with_channel_order(
+            quantized_fp32.arch, quantized_fp32.numpy_params(), file_order))
     stem = f"{model_arch.name}-{options.scheme.value}" + (f"-w{options.weight_bits}" if options.weight_bits != 8 else "")
     qjson, _ = qm.save(calib_out / stem)
 

@@ -108,3 +108,36 @@ def test_lowered_graph():
     for n in nodes:  # every input is produced before it is used
         for i in n.inputs:
             assert i == "input" or i in names
+
+
+# ---------------------------------------------------------------- channel order
+
+
+def test_with_channel_order_reverses_conv1_and_the_mean():
+    """The model turned to RGB computes on the reversed image exactly what the BGR one computes
+    (conv1 is the only layer that sees the channels; the mean/std are reversed with it)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from edgesqueeze.arch import DEFAULT_FILE_CHANNEL_ORDER, with_channel_order
+    from test_quant import PRE, float_forward, tiny_arch, tiny_params
+
+    arch = replace(tiny_arch(), preprocess=replace(PRE, std=(1.0, 2.0, 4.0)))
+    params = tiny_params(arch)
+    assert arch.preprocess.channel_order == "BGR" and DEFAULT_FILE_CHANNEL_ORDER == "RGB"
+    rgb, turned = with_channel_order(arch, params, "rgb")
+    assert rgb.preprocess.channel_order == "RGB"
+    assert rgb.preprocess.mean == arch.preprocess.mean[::-1] and rgb.preprocess.std == (4.0, 2.0, 1.0)
+    np.testing.assert_array_equal(turned["conv1"][0], params["conv1"][0][:, ::-1])
+    assert all(turned[k] is params[k] for k in params if k != "conv1")  # nothing else touched
+    px = np.random.default_rng(0).integers(0, 256, (3, 35, 35, 3), dtype=np.uint8)
+    want = float_forward(arch, params, px)["logits"]
+    got = float_forward(rgb, turned, np.ascontiguousarray(px[..., ::-1]))["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert with_channel_order(arch, params, "BGR") == (arch, params)  # already in that order
+    assert with_channel_order(arch, params, None) == (arch, params)
+    back, again = with_channel_order(rgb, turned, "BGR")
+    assert back == arch and np.array_equal(again["conv1"][0], params["conv1"][0])
+    with pytest.raises(OptionError, match="RGB or BGR"):
+        with_channel_order(arch, params, "GBR")

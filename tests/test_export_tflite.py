@@ -458,6 +458,46 @@ def test_fp32_file_matches_float_reference(tmp_path, crop, final_pad, bypass):
     assert np.abs(got - want).max() <= 1e-5
 
 
+# ---------------------------------------------------------------- channel order
+
+
+def test_rgb_file_from_a_bgr_model_is_the_same_integer_model(tmp_path):
+    """quantized_with_channel_order: the BGR-calibrated model turned to RGB has the same
+    parameters with conv1's input channels reversed; the RGB file gives on the reversed pixels
+    what the BGR file gives on the original ones, and says RGB in both metadata entries. The
+    runtime, fed the same BGR frame, gives the same probabilities from either file."""
+    from edgesqueeze.export.channels import quantized_with_channel_order
+    from edgesqueeze.export.tflite_metadata import read_standard_metadata
+    from edgesqueeze.runtime import Classifier
+
+    _, _, qm = make_tiny(35, 1)
+    rgb = quantized_with_channel_order(qm, "RGB")
+    assert rgb.tensors == qm.tensors and rgb.labels == qm.labels and rgb.calibration == qm.calibration
+    assert rgb.arch.preprocess.channel_order == "RGB" and rgb.arch.preprocess.mean == qm.arch.preprocess.mean[::-1]
+    for name, c in qm.convs.items():
+        r = rgb.convs[name]
+        want = c.weight[..., ::-1] if name == "conv1" else c.weight
+        assert np.array_equal(r.weight, want) and np.array_equal(r.bias, c.bias)
+        assert np.array_equal(r.weight_scale, c.weight_scale)
+    assert quantized_with_channel_order(rgb, "rgb") is rgb
+    px = T.synthetic_images(35, 6, seed=4)
+    flipped = np.ascontiguousarray(px[..., ::-1])
+    np.testing.assert_array_equal(run_int8(rgb, flipped).logits, run_int8(qm, px).logits)
+    T.to_tflite(qm, tmp_path / "bgr.tflite")
+    r = T.to_tflite(rgb, tmp_path / "rgb.tflite", verify_images=flipped)
+    assert r.exact_match == 1.0 and r.top1_agreement == 1.0
+    assert T.read_tflite_metadata(tmp_path / "rgb.tflite").channel_order == "RGB"
+    std = read_standard_metadata((tmp_path / "rgb.tflite").read_bytes())
+    assert std.inputs[0].color_space == "RGB"
+    assert read_standard_metadata((tmp_path / "bgr.tflite").read_bytes()).inputs[0].color_space == "UNKNOWN"
+    np.testing.assert_array_equal(run_tflite(tmp_path / "rgb.tflite", flipped)["probability"],
+                                  run_tflite(tmp_path / "bgr.tflite", px)["probability"])
+    frame = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)  # an OpenCV BGR frame
+    a, b = (Classifier.load(tmp_path / f, threads=1) for f in ("bgr.tflite", "rgb.tflite"))
+    np.testing.assert_array_equal(b.preprocess(frame), a.preprocess(frame)[..., ::-1])
+    np.testing.assert_array_equal(b.scores(b.preprocess(frame)), a.scores(a.preprocess(frame)))
+
+
 # ---------------------------------------------------------------- the real model
 
 
@@ -479,3 +519,18 @@ def test_real_deep_compression_v1_0(dc_quantized, eval_pixels, tmp_path):
     probs = run_tflite(path, pixels[:16])["probability"]
     assert (probs.argmax(1) == labels[:16]).mean() >= 0.4  # a working classifier, not noise
     assert T.xnnpack_delegation(path).whole
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_real_model_turned_to_rgb_gives_the_same_integers(dc_quantized, eval_pixels):
+    """The released Caffe model (BGR), calibrated, then turned to RGB: the integer reference
+    gives bit-identical logits on the reversed evaluation images."""
+    from edgesqueeze.export.channels import quantized_with_channel_order
+
+    pixels, _ = eval_pixels
+    rgb = quantized_with_channel_order(dc_quantized, "RGB")
+    assert dc_quantized.arch.preprocess.channel_order == "BGR" and rgb.arch.preprocess.mean == (123.0, 117.0, 104.0)
+    px = pixels[:16]
+    np.testing.assert_array_equal(run_int8(rgb, np.ascontiguousarray(px[..., ::-1])).logits,
+                                  run_int8(dc_quantized, px).logits)

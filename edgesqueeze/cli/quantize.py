@@ -151,7 +151,9 @@ def add_parser(sub) -> None:
     p.add_argument("--norm-scale", type=int, choices=[1, 255], default=None,
                    help="the pixel range --mean/--std are written for: 1 (torchvision ToTensor + Normalize) or "
                    "255 (Caffe); default: the weights' own convention")
-    p.add_argument("--channel-order", choices=["RGB", "BGR"], default=None)
+    p.add_argument("--channel-order", type=str.upper, choices=["RGB", "BGR"], default=None,
+                   help="channel order the written files take (default RGB, what MediaPipe and the Task Library "
+                   "feed); a model trained on the other order gets conv1's input channels reversed")
     _add_quant_args(q)
     q.add_argument("--scheme", default="affine", choices=["affine", "ristretto"], help="default affine")
     q.add_argument("--formats", nargs="+", default=["onnx", "tflite"], choices=["onnx", "tflite"])
