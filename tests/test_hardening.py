@@ -232,6 +232,74 @@ def test_standard_metadata_mutants_load_through_own_metadata(tiny_files, tmp_pat
     assert refused["label"] == 6  # a changed label byte fails the zip's CRC
 
 
+def _head_spots(buf: bytes) -> dict[str, list[int]]:
+    """Byte positions of what the XNNPACK head adds: conv10's quantization (output scale 1 and
+    zero point, its weight scales carrying the real scale), the MUL scale constant, SOFTMAX's
+    beta and the DEQUANTIZE/SOFTMAX operator codes."""
+    from ai_edge_litert import schema_py_generated as s
+
+    m = s.Model.GetRootAs(buf, 0)
+    sg = m.Subgraphs(0)
+    spots: dict[str, list[int]] = {"quant": [], "const": [], "options": [], "opcode": []}
+    for ti in range(sg.TensorsLength()):
+        t = sg.Tensors(ti)
+        name = t.Name().decode()
+        q = t.Quantization()
+        if name in ("conv10", "conv10.weight", "conv10.bias") and q is not None:
+            for field, width in ((8, 4), (10, 8)):  # scale (float32), zero_point (int64)
+                o = q._tab.Offset(field)
+                if o:
+                    start = q._tab.Vector(o)
+                    spots["quant"] += list(range(start, start + width * min(q._tab.VectorLen(o), 4), width))
+        if name == "conv10.scale":
+            b = m.Buffers(t.Buffer())
+            spots["const"].append(b._tab.Vector(b._tab.Offset(4)))
+    codes = {m.OperatorCodes(i).BuiltinCode(): i for i in range(m.OperatorCodesLength())}
+    for k in range(sg.OperatorsLength()):
+        op = sg.Operators(k)
+        if op.OpcodeIndex() == codes[s.BuiltinOperator.SOFTMAX]:
+            tab = op.BuiltinOptions()
+            o = tab.Offset(4)
+            if o:
+                spots["options"].append(tab.Pos + o)
+    for code in (s.BuiltinOperator.DEQUANTIZE, s.BuiltinOperator.SOFTMAX):
+        oc = m.OperatorCodes(codes[code])
+        spots["opcode"] += [oc._tab.Pos + oc._tab.Offset(10)]  # builtin_code (int32)
+    return spots
+
+
+def test_head_mutants_load_or_fail_cleanly(tiny_files, tmp_path):
+    """Special values over the bytes of the INT8 .tflite's head (conv10's scale-1 output
+    quantization and folded weight scales, the MUL scale, SOFTMAX's beta, the DEQUANTIZE and
+    SOFTMAX operator codes): each mutant loads and gives finite scores of the right shape, or
+    fails with one EdgeSqueezeError (ModelFileError). Never a crash or a hang."""
+    src = tiny_files["tflite"]
+    buf = src.read_bytes()
+    spots = _head_spots(buf)
+    assert len(spots["quant"]) >= 8 and spots["const"] and spots["options"] and len(spots["opcode"]) == 2
+    f32 = (0x7F800000, 0xFF800000, 0x7FC00000, 0x00000000, 0xBF800000, 0x7F7FFFFF, 0x00000001, 0x3F800000,
+           0x4B000000)
+    specs = [{"kind": "float-overwrite", "at": int(p), "hex": struct.pack("<I", v).hex()}
+             for p in spots["quant"] + spots["const"] + spots["options"] for v in f32]
+    specs += [{"kind": "struct-overwrite", "at": int(p), "hex": struct.pack("<i", v).hex()}
+              for p in spots["opcode"] for v in (0, 1, 53, 25, 127, 255, -1, 10_000)]
+    d = tmp_path / "mutants"
+    d.mkdir()
+    outcomes = M.run_campaign({"source": str(src), "suffix": src.suffix, "dir": str(d), "specs": specs},
+                              tmp_path / "job.json")
+    assert [o.i for o in outcomes] == list(range(len(specs)))
+    counts = Counter(o.status for o in outcomes)
+    print(f"\nhead mutants: {len(specs)}: {dict(counts)}")
+    dead = [(o.i, o.status, specs[o.i]) for o in outcomes if o.status in ("crash", "hang")]
+    assert not dead, dead[:5]
+    unclear = [(o.i, o.detail.get("type"), o.detail.get("message", "")[:200]) for o in outcomes
+               if o.status == "error" and not o.detail["project_error"]]
+    assert not unclear, unclear[:5]
+    wrong = [o.i for o in outcomes if o.status == "ok" and (o.detail["shape"] != [1, 10] or not o.detail["finite"])]
+    assert not wrong
+    assert counts["ok"] and counts["error"]  # both outcomes happen: the campaign reaches what it aims at
+
+
 def test_truncated_zip_and_malformed_standard_metadata_load_in_process(tiny_files, tmp_path):
     """The two cases named on their own, in this process: the runtime loads both files through
     its own metadata, with the original's labels and logits, and `describe` reads them."""
