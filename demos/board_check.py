@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Board check (issue 9, item 1): does the board install and give the same answers as x86?
+"""Board check: does the board install and give the same answers as x86?
 
 Runs under `pi-emu` (user-mode QEMU emulating a Raspberry Pi 4: Debian 12 arm64, Python 3.11,
 Cortex-A72; ../shared/tools/pi-emu or $PI_EMU). Emulated timings mean nothing; what is checked
@@ -8,7 +8,9 @@ is installability and correctness:
   1. `pi-emu setup`, `pi-emu reset`, `pi-emu pip install ".[tflite,camera]"` from the project
      root, then `.[onnx,camera]`; after each, torch must not be importable on the board.
   2. x86 (this interpreter): top-1 of the first N evaluation images
-     (`split_calibration(read_labels_csv(csv))[1][:N]`) with `Classifier.load(model).logits`.
+     (`split_calibration(read_labels_csv(csv))[1][:N]`) with `Classifier.load(model).logits`
+     (a .tflite's log-probabilities: it outputs probabilities only; the integer reference is
+     compared with it as log-probabilities too).
   3. board: a helper script (numpy + cv2 + edgesqueeze.runtime only) decodes and preprocesses the
      same images, runs each model and saves the pixels and logits to .npy files.
   4. per model file: ARM top-1 == x86 top-1 on >= 99 % of the images (--min-agreement); each
@@ -21,7 +23,7 @@ is installability and correctness:
      --model MODEL --source clip.avi --headless --max-frames 20` (an MJPG clip of shared images):
      exit codes and the last JSON line.
 
---legacy (issue 9, item 3): install `.[legacy,camera]` instead (tflite-runtime 2.14.0, numpy < 2,
+--legacy: install `.[legacy,camera]` instead (tflite-runtime 2.14.0, numpy < 2,
 OpenCV < 4.12; no LiteRT), so the board's `Classifier.load` must fall back to tflite-runtime
 (checked: the helper reports its backend). .tflite files only. tflite-runtime runs TFLite's own
 int8 kernels, which requantize with a fixed-point multiplier and shift, so its logits are also
@@ -262,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     reference: dict = {}  # model -> the integer reference's logits on x86's pixels
     from edgesqueeze.quant.params import QuantizedModel
     from edgesqueeze.quant.reference import Requant, run_int8
+    from edgesqueeze.runtime import log_probabilities
 
     how = Requant.FIXED_POINT if args.legacy else Requant.FLOAT32
     for m in models:
@@ -273,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         pix = x86[m][0]
         reference[m] = np.concatenate([run_int8(qm, pix[i:i + 16], requant=how).logits
                                    for i in range(0, len(pix), 16)])
+        if Classifier.load(m).logits_kind != "logits":  # a .tflite outputs probabilities: like with like
+            reference[m] = log_probabilities(reference[m])
         vs = compare_logits(reference[m], x86[m][1])
         print(f"  {m.name}: {how.value} integer reference ({ref.name}) vs x86 {Classifier.load(m).backend.value}: "
               f"identical top-1 {vs['identical_top1']}/{len(pix)}, bit-identical logits "
