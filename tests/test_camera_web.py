@@ -398,6 +398,10 @@ def test_state_before_any_frame_and_after_close():
     view = LiveView(title="t")
     s = view.state()
     assert s["frame"] is None and s["top"] == [] and s["running"] is True and s["shadow"] is False
+    result = C.FrameResult(frame=0, seq=0, top3=(("a", 0.9),), top1_index=0, infer_ms=float("nan"), total_ms=1.0,
+                           fps=None, age_ms=0.0, agreement=None, comparisons=0)
+    view.publish(synthetic_frame(0), result, False)
+    assert view.state()["infer_ms"] is None and json.dumps(view.state(), allow_nan=False)
     view.close()
     assert view.state()["running"] is False and view.open_stream() is False
     assert not os.environ.get("EDGESQUEEZE_NEVER_SET")  # nothing global was touched

@@ -11,6 +11,7 @@ queueing them, and a viewer holds no buffer of its own.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -129,6 +130,9 @@ class LiveView:
             doc.update({k: d[k] for k in ("frame", "seq", "fps", "infer_ms", "total_ms", "agreement",
                                           "comparisons", "dropped", "bad")})
             doc["top"] = d["top3"]
+        for k, v in doc.items():  # JSON has no NaN: a runtime without timings gives None
+            if isinstance(v, float) and not math.isfinite(v):
+                doc[k] = None
         return doc
 
     # -- the encoder
