@@ -4,6 +4,7 @@
 
     python demos/camera.py --model export/squeezenet1_0-affine-int8.tflite --source 0
     python demos/camera.py --model m.tflite --source clip.avi --headless --max-frames 50   # smoke test
+    python demos/camera.py --model m.tflite --source 0 --headless --serve 8080   # page: http://127.0.0.1:8080/
 
 Board-side: needs numpy, OpenCV and one runtime (ai-edge-litert or onnxruntime); never torch.
 See demos/README.md.

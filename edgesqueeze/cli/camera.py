@@ -30,7 +30,7 @@ EXAMPLES = """examples:
 live page in a browser (http://127.0.0.1:8080/ on this machine; on the LAN with an access token):
   edgesqueeze camera --model m.tflite --source 0 --headless --serve 8080
   edgesqueeze camera --model m.tflite --source picamera2 --headless --serve 0.0.0.0:8080 \\
-      --token-file ~/.config/edgesqueeze/token
+      --token-file ~/.edgesqueeze-token
 
 autostart at boot (systemd; the unit runs these options headless, restarts on failure, JSON
 lines go to the journal: journalctl -u edgesqueeze-camera -f -o cat):
