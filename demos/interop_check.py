@@ -17,20 +17,23 @@ way edgesqueeze does?
    are classified by edgesqueeze's Classifier, MediaPipe's ImageClassifier and the Task
    Library's ImageClassifier, both asked for K results (default: every class) and given the
    crop as RGB (mp.Image SRGB / TensorImage), as they expect.
-   - An RGB file is given to both tools as it is. Checked: top-1 equal on >= --min-agreement
-     of the images, and every (index, label name) the tools return equal to edgesqueeze's.
+   - An RGB file (the default) is given to both tools as it is. Checked: top-1 equal on >=
+     --min-agreement of the images, every (index, label name) the tools return equal to
+     edgesqueeze's, and the scores are probabilities: with every class asked for, each image's
+     scores sum to 1 (within 1e-3), and they are edgesqueeze's `Classifier.scores` (the file's
+     own softmax; the largest difference is reported).
    - A BGR file: its metadata says colour space UNKNOWN (the schema has no BGR), and both tools
      must refuse it rather than feed it RGB. Measured on a temporary copy whose metadata claims
      RGB (one byte differs): fed the RGB crop, what such a tool would do to the file (the cost
      of the channel mismatch: reported, not checked), and fed the crop in the model's BGR
      order under an RGB label (what the model needs: checked as above).
-   The tools' scores are the file's raw outputs (logits); their largest difference from
-   edgesqueeze's logits is reported.
+   The tools' scores are the file's output as it is: the probabilities of its softmax.
 4. A table with the CPU and the versions. Exit status 0 when every check passes, 1 when one
    fails, 2 for a usage error.
 
 Make a real INT8 file first, e.g.
     edgesqueeze quantize --calib-limit 32 --limit 40 --out /tmp/interop_export --calib-dir /tmp/interop_calib
+    (add --channel-order bgr for a BGR file)
     python demos/interop_check.py /tmp/interop_export/squeezenet1_0-affine-int8.tflite --images 100
 """
 
@@ -157,18 +160,21 @@ def rgb_claiming_copy(data: bytes) -> bytes:
     return data.replace(entry, new)
 
 
-def compare(doc: dict, logits: np.ndarray, labels: tuple[str, ...]) -> dict:
-    """top-1 agreement, label names and score differences of a worker's results."""
+def compare(doc: dict, probs: np.ndarray, labels: tuple[str, ...]) -> dict:
+    """top-1 agreement, label names, score sums and score differences of a worker's results
+    against edgesqueeze's probabilities `probs` (Classifier.scores)."""
     res = doc["results"]
-    if len(res) != len(logits):
-        return {"images": len(res), "top1": None, "names_equal": None, "max_score_diff": None}
+    if len(res) != len(probs):
+        return {"images": len(res), "top1": None, "names_equal": None, "max_score_diff": None, "sums": None}
     top1 = [max(r, key=lambda c: c[2])[0] if r else -1 for r in res]
-    agree = float(np.mean(np.asarray(top1) == logits.argmax(axis=1)))
+    agree = float(np.mean(np.asarray(top1) == probs.argmax(axis=1)))
     pairs = [(c[0], c[1]) for r in res for c in r]
     names = all(0 <= i < len(labels) and name == labels[i] for i, name in pairs) if labels else None
-    diff = max((abs(c[2] - float(logits[n, c[0]])) for n, r in enumerate(res) for c in r), default=None)
+    diff = max((abs(c[2] - float(probs[n, c[0]])) for n, r in enumerate(res) for c in r), default=None)
+    # every class returned: the scores of an image sum to 1 when they are probabilities
+    sums = [sum(c[2] for c in r) for r in res if len(r) == probs.shape[1]]
     return {"images": len(res), "top1": agree, "names_equal": names, "names_compared": len(pairs),
-            "max_score_diff": diff}
+            "max_score_diff": diff, "sums": (min(sums), max(sums)) if sums else None}
 
 
 def check_display(doc: dict, has_labels: bool) -> list[str]:
@@ -212,12 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         clf = Classifier.load(args.model)
         items = split_calibration(read_labels_csv(csv))[1][:args.images]
         crops = np.stack([clf.preprocess(load_image(it.path), source=str(it.path)) for it in items])
-        logits = clf.logits(crops)
+        probs = clf.scores(crops)
     except EdgeSqueezeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     labels, bgr = clf.metadata.labels, clf.metadata.channel_order == "BGR"
-    k = args.max_results or logits.shape[1]
+    k = args.max_results or probs.shape[1]
     rgb = crops[..., ::-1] if bgr else crops
     data = args.model.read_bytes()
     problems: list[str] = []
@@ -249,31 +255,34 @@ def main(argv: list[str] | None = None) -> int:
                 if checked is None:  # the BGR file itself: must be refused for its colour space
                     ok = not doc["loaded"] and "RGB" in (doc["error"] or "")
                     note = f"refused: {doc['error']}" if doc["error"] else "loaded it (would feed RGB to a BGR model)"
-                    rows.append((tool, name, fed, "-", "-", "-", "-", note[:70], "PASS" if ok else "FAIL"))
+                    rows.append((tool, name, fed, "-", "-", "-", "-", "-", note[:70], "PASS" if ok else "FAIL"))
                     if not ok:
                         problems.append(f"{tool} did not refuse the BGR file: {doc['error'] or 'it loaded it'}")
                     continue
                 if not doc["loaded"] or doc["error"]:
-                    rows.append((tool, name, fed, "-", "-", "-", "-", (doc["error"] or "")[:60], "FAIL"))
+                    rows.append((tool, name, fed, "-", "-", "-", "-", "-", (doc["error"] or "")[:60], "FAIL"))
                     problems.append(f"{tool} on the {name}: {doc['error']}")
                     continue
-                c = compare(doc, logits, labels)
+                c = compare(doc, probs, labels)
                 verdict = "info"
                 if checked:
-                    ok = c["top1"] is not None and c["top1"] >= args.min_agreement and c["names_equal"] is not False
+                    sums_ok = c["sums"] is None or (abs(c["sums"][0] - 1) <= 1e-3 and abs(c["sums"][1] - 1) <= 1e-3)
+                    ok = c["top1"] is not None and c["top1"] >= args.min_agreement and c["names_equal"] is not False \
+                        and sums_ok
                     verdict = "PASS" if ok else "FAIL"
                     if not ok:
                         problems.append(f"{tool} on the {name} fed {fed}: top-1 equal {c['top1']}, label names "
-                                        f"equal {c['names_equal']}")
+                                        f"equal {c['names_equal']}, score sums {c['sums']}")
                 rows.append((tool, name, fed, str(c["images"]),
                              "-" if c["top1"] is None else f"{100 * c['top1']:.1f}",
                              {True: f"yes ({c['names_compared']})", False: "NO", None: "no labels"}[c["names_equal"]],
+                             "-" if c["sums"] is None else f"{c['sums'][0]:.5f}..{c['sums'][1]:.5f}",
                              "-" if c["max_score_diff"] is None else f"{c['max_score_diff']:.3g}", "", verdict))
-    head = ("tool", "model", "fed", "images", "top-1 equal %", "label names equal", "max |score - logit|",
-            "note", "result")
+    head = ("tool", "model", "fed", "images", "top-1 equal %", "label names equal", "score sums",
+            "max |score - probability|", "note", "result")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     print(f"model {args.model} ({clf.metadata.arch}, {clf.metadata.scheme}, {clf.metadata.channel_order}, "
-          f"{logits.shape[1]} classes); edgesqueeze {clf.backend.value} {clf.runtime_version}")
+          f"{probs.shape[1]} classes); edgesqueeze {clf.backend.value} {clf.runtime_version}")
     print(f"CPU {cpu_model()}; Python {sys.version.split()[0]}; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"{len(items)} evaluation images (split_calibration over {csv.name}), {k} results asked per image")
