@@ -13,8 +13,10 @@ folder:
 - INT8          `to_tflite` as shipped: DEQUANTIZE -> MEAN -> MUL -> SOFTMAX head
 - INT8 CAST     the same graph with the head as CAST int8->float32 -> MEAN -> SUB zp -> MUL ->
                 SOFTMAX (XNNPACK does not take CAST: it splits the graph)
-- INT8 no head  the same graph ending at conv10's int8 output: INT8 minus INT8 no head is what
-                the head costs
+- INT8 no head  the same graph ending at conv10's int8 output
+- head alone    only the head, from conv10's int8 output (and the CAST head alone): its median
+                over the INT8 file's is the head's share of inference (INT8 minus INT8 no head,
+                a difference of two noisy medians, is printed beside it)
 - FP32          `to_tflite_fp32`
 - TF full-int8  with --tf-python (a Python with TensorFlow, e.g. a throwaway venv): the same
                 weights as a Keras model, converted by TensorFlow's TFLiteConverter with full
@@ -154,6 +156,35 @@ def head_variants(qm) -> dict[str, bytes]:
     return out
 
 
+def head_alone(qm, cast: bool) -> bytes:
+    """Only the head, from conv10's int8 output [1, H, W, classes]: DEQUANTIZE -> MEAN -> MUL
+    -> SOFTMAX as shipped, or with `cast` CAST -> MEAN -> SUB -> MUL -> SOFTMAX."""
+    from edgesqueeze.export import tflite as T
+
+    g0, head = T._build_int8(qm)
+    shape, q = g0.shapes[head], qm.tensors[head]
+    g = T._Graph(T._schema())
+    g.tensor(head, shape, "INT8", scale=[1.0], zero_point=[q.zero_point])
+    if not cast:
+        T._int8_head(g, head, q)
+        return g.pack(inputs=[head], outputs=[T.PROBABILITY], metadata={}, description="head")
+    s = g.s
+    n, h, w, c = shape
+    g.tensor("cast.values", shape, "FLOAT32")
+    o = s.CastOptionsT()
+    o.inDataType, o.outDataType = s.TensorType.INT8, s.TensorType.FLOAT32
+    g.op("CAST", [head], ["cast.values"], o, "CastOptions")
+    T._mean_op(g, "cast.values", "cast.mean")
+    g.tensor("cast.zp", (1,), "FLOAT32", data=np.array([q.zero_point], np.float32))
+    g.tensor("cast.centred", (n, c), "FLOAT32")
+    g.op("SUB", ["cast.mean", "cast.zp"], ["cast.centred"], s.SubOptionsT(), "SubOptions")
+    g.tensor("cast.scale", (1,), "FLOAT32", data=np.array([q.scale], np.float32))
+    g.tensor("cast.logits", (n, c), "FLOAT32")
+    g.op("MUL", ["cast.centred", "cast.scale"], ["cast.logits"], s.MulOptionsT(), "MulOptions")
+    T._softmax_op(g, "cast.logits", "cast.probability")
+    return g.pack(inputs=[head], outputs=["cast.probability"], metadata={}, description="CAST head")
+
+
 def tf_converter_file(tf_python: str, arch, params, calib: np.ndarray, work: Path) -> tuple[Path | None, str]:
     """The TensorFlow converter's full-int8 file, or (None, why not)."""
     from edgesqueeze.export.tflite import pool_padding
@@ -217,6 +248,9 @@ def main(argv=None) -> int:
         for kind, data in head_variants(qm).items():
             files["INT8 CAST head" if kind == "cast" else "INT8 no head"] = work / f"int8-{kind}.tflite"
             files["INT8 CAST head" if kind == "cast" else "INT8 no head"].write_bytes(data)
+        for name, cast in (("head alone", False), ("CAST head alone", True)):
+            files[name] = work / f"{name.replace(' ', '-')}.tflite"
+            files[name].write_bytes(head_alone(qm, cast))
         meta = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=qm.labels, scheme="fp32")
         T.to_tflite_fp32(arch, params, work / "fp32.tflite", metadata=meta, verify_images=verify)
         files["FP32"] = work / "fp32.tflite"
@@ -236,7 +270,11 @@ def main(argv=None) -> int:
                 it = Interpreter(model_path=str(path), num_threads=t)
                 it.allocate_tensors()
                 d = it.get_input_details()[0]
-                it.set_tensor(d["index"], verify[0:1].astype(d["dtype"]))
+                if "head" in name and "INT8" not in name:  # conv10's int8 output: any values
+                    x = np.random.default_rng(0).integers(-128, 128, d["shape"]).astype(np.int8)
+                else:
+                    x = verify[0:1].astype(d["dtype"])
+                it.set_tensor(d["index"], x)
                 interps[(name, t)] = it
                 runners[(name, t)] = it.invoke
         times = interleaved_ms(runners, warmup=args.warmup, rounds=args.rounds, per_round=args.per_round)
@@ -260,9 +298,14 @@ def main(argv=None) -> int:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |")
-    share = {t: (med[("INT8", t)] - med[("INT8 no head", t)]) / med[("INT8", t)] for t in THREADS}
-    print("head (DEQUANTIZE, MEAN, MUL, SOFTMAX) share of inference: "
-          + ", ".join(f"{100 * share[t]:.1f} % at {t} thread{'s' if t > 1 else ''}" for t in THREADS))
+    share = {t: med[("head alone", t)] / med[("INT8", t)] for t in THREADS}
+    cast_share = {t: med[("CAST head alone", t)] / med[("INT8", t)] for t in THREADS}
+    diff = {t: (med[("INT8", t)] - med[("INT8 no head", t)]) / med[("INT8", t)] for t in THREADS}
+    print("head (DEQUANTIZE, MEAN, MUL, SOFTMAX) alone / INT8 file: "
+          + ", ".join(f"{100 * share[t]:.2f} % at {t} thread{'s' if t > 1 else ''}" for t in THREADS)
+          + "; the CAST head alone: " + ", ".join(f"{100 * cast_share[t]:.2f} %" for t in THREADS)
+          + "; (INT8 - INT8 no head) / INT8: " + ", ".join(f"{100 * diff[t]:.1f} %" for t in THREADS)
+          + " (a difference of two noisy medians)")
     print("2 threads vs 1: " + ", ".join(f"{n} {med[(n, 1)] / med[(n, 2)]:.2f}x" for n in files))
     if args.json:
         args.json.write_text(json.dumps({
@@ -270,7 +313,8 @@ def main(argv=None) -> int:
             "files": {n: {"ops": delegation[n].ops, "partitions": delegation[n].partitions,
                           "whole": delegation[n].whole,
                           **{f"median_ms_{t}t": med[(n, t)] for t in THREADS}} for n in files},
-            "head_share": {str(t): share[t] for t in THREADS}}, indent=1))
+            "head_share": {str(t): share[t] for t in THREADS},
+            "cast_head_share": {str(t): cast_share[t] for t in THREADS}}, indent=1))
     return 0
 
 
