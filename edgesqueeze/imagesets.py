@@ -38,8 +38,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .data import LabelledImage, labelled_folder, list_images, read_class_names
 from .errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: Path
+    label: int  # class index, -1 when unknown
 
 __all__ = ["IMAGE_FOLDER_EXTENSIONS", "ImageSet", "Layout", "open_images", "read_csv_labels", "read_label_lines"]
 
@@ -298,3 +305,86 @@ def _read_text(path: Path, what: str, expected: str) -> str:
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded); save the "
                         f"{what} as UTF-8") from None
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _synset_words(path: str | os.PathLike, what: str) -> list[tuple[str, str]]:
+    """(synset id, name) per non-empty line of synset_words.txt, in class-index order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; pass a synset_words.txt with one "
+                        "'n01440764 tench, Tinca tinca' line per class, in class-index order")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the {what} file as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    out = []
+    for line in lines:
+        wnid, _, name = line.strip().partition(" ")
+        if wnid:
+            out.append((wnid, name.strip()))
+    return out
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """synset_words.txt: line i is class i, `n01440764 tench, Tinca tinca` -> "tench, Tinca tinca"."""
+    names = [name or wnid for wnid, name in _synset_words(path, "class names")]
+    if not names:
+        raise DataError(f"{Path(path)}: no class names in it; expected one 'synset name' per line")
+    return names
+
+
+def read_synsets(path: str | os.PathLike) -> list[str]:
+    """The synset id of each class, in class-index order, from synset_words.txt."""
+    return [wnid for wnid, _ in _synset_words(path, "synsets")]
+
+
+def read_labels_csv(csv_path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[LabelledImage]:
+    """`file,class_index[,class_name]` rows (other columns ignored) -> labelled images, files
+    relative to `image_dir` (default: a `sample/` folder beside the CSV when it holds them all,
+    else the CSV's folder). Errors name the CSV line, or the listed files that are missing
+    (read_csv_labels has the rules)."""
+    return read_csv_labels(csv_path, image_dir)[0]
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of images")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def looks_synset_named(folder: str | os.PathLike) -> bool:
+    """True when the folder's images are named `<synset>_...` (e.g. n01440764_tench.JPEG)."""
+    images = list_images(folder)
+    return bool(images) and all(re.match(r"n\d{8}_", p.name) for p in images)
+
+
+def labelled_folder(folder: str | os.PathLike, synset_words: str | os.PathLike) -> list[LabelledImage]:
+    """Images named `<synset>_<anything>.<ext>` labelled through synset_words.txt."""
+    index = {s: i for i, s in enumerate(read_synsets(synset_words))}
+    out, unknown = [], []
+    for p in list_images(folder):
+        wnid = p.name.split("_", 1)[0]
+        if wnid not in index:
+            unknown.append(p.name)
+        else:
+            out.append(LabelledImage(p, index[wnid]))
+    if unknown:
+        raise DataError(
+            f"{folder}: {len(unknown)} file name(s) do not start with a known synset id "
+            f"(e.g. {unknown[0]}); name them <synset>_<name>.JPEG or give a labels CSV"
+        )
+    return out
+
+
+def load_dataset(source: str | os.PathLike, *, synset_words: str | os.PathLike | None = None) -> list[LabelledImage]:
+    """The labelled images at `source`: a labels CSV, a folder of images (synset-prefixed ones
+    labelled through `synset_words`, others with label -1) or an ImageFolder root. The list of
+    `open_images(source, synset_words=...).items`, which also gives the layout and
+    the class names."""
+    return list(open_images(source, synset_words=synset_words).items)
