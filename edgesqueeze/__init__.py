@@ -4,7 +4,7 @@ Importing the package imports numpy alone; torch, onnx, onnxruntime, LiteRT and 
 imported by the modules that need them.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 
 from .job import quantize  # noqa: E402  (numpy-only at import, like the package)

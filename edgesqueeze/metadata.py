@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from . import __version__
+from .version import __version__
 from .arch import Preprocess
 from .errors import DataError
 
