@@ -1,9 +1,9 @@
-"""Shared fixtures. Real data is read from $EDGESQUEEZE_SHARED (set by .ci/run), else from
-../shared beside the project; tests that need it are skipped with the reason when it is absent."""
+"""Shared fixtures. Real data is read from the shared data folder found as the CLI finds it
+($EDGESQUEEZE_SHARED, set by .ci/run, else ../shared beside the project); tests that need it are
+skipped with the reason when it is absent."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,13 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def _shared() -> Path | None:
-    env = os.environ.get("EDGESQUEEZE_SHARED")
-    p = Path(env) if env else PROJECT.parent / "shared"
-    return p if (p / "imagenet" / "sample_labels.csv").is_file() else None
+    """The shared data folder found as the CLI finds it (edgesqueeze.paths.shared_dir:
+    $EDGESQUEEZE_SHARED, else ../shared beside the working directory or the project), when it
+    holds the labelled sample."""
+    from edgesqueeze.paths import shared_dir
+
+    p = shared_dir()
+    return p if p is not None and (p / "imagenet" / "sample_labels.csv").is_file() else None
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,12 @@
 calibration/evaluation split.
 
 Every fixture is built in code under tmp_path (numpy arrays written with OpenCV); nothing is
-written anywhere else. The one test on the real 600-image sample is marked `shared` and runs only
-when $EDGESQUEEZE_SHARED points at a folder holding imagenet/sample_labels.csv.
+written anywhere else. The one test on the real 600-image sample is marked `shared` and runs
+when the shared data folder is found (conftest: the CLI's rule).
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -628,14 +627,8 @@ def test_split_of_empty_list_is_empty():
 
 
 @pytest.mark.shared
-def test_real_sample_splits_194_406():
-    shared = os.environ.get("EDGESQUEEZE_SHARED")
-    if not shared:
-        pytest.skip("EDGESQUEEZE_SHARED is not set; the real 600-image sample is not available")
-    csv_path = Path(shared) / "imagenet" / "sample_labels.csv"
-    if not csv_path.is_file():
-        pytest.skip(f"{csv_path} is absent")
-    items = read_labels_csv(csv_path)
+def test_real_sample_splits_194_406(shared):
+    items = read_labels_csv(shared / "imagenet" / "sample_labels.csv")
     assert len(items) == 600
     calib, evals = split_calibration(items)
     assert (len(calib), len(evals)) == (194, 406)
