@@ -305,7 +305,7 @@ def test_real_v1_0_bundles(real_files, fmt, tmp_path):
                                   Classifier.load(files[fmt], threads=1).logits(px))
 
 
-@pytest.mark.xfail(strict=True, reason="the issue's 500,000-byte goal is below what any lossless codec can reach "
+@pytest.mark.xfail(strict=True, reason="a bundle under 500,000 bytes is below what any lossless codec can reach "
                    "for this model: the nonzero int8 weights carry 7.27 bits each (~378,600 bytes), their positions "
                    "~116,000 and the rest of the file ~44,600 compressed (edgesqueeze/bundle.py's docstring)")
 def test_real_v1_0_tflite_bundle_under_500_000_bytes(real_files, tmp_path):

@@ -1,7 +1,7 @@
 """`weight_bits`: fewer weight levels (4..8 bits) in int8 containers. A tiny SqueezeNet built in
 code (no shared data) checks the grid, the option's errors, bias correction and that the exported
 files still match the integer reference; marked `shared`, the real v1.0 at 6 bits packs to an
-update bundle under 500,000 bytes (issue #9)."""
+update bundle under 500,000 bytes."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def test_six_bit_onnx_matches_the_integer_reference(tiny, tmp_path):
     assert r.lsb_match >= 0.999 and r.top1_agreement >= 0.995
 
 
-# ---------------------------------------------------------------- the real v1.0 (issue #9)
+# ---------------------------------------------------------------- the real v1.0
 
 
 @pytest.mark.shared
