@@ -11,7 +11,8 @@ BOARD_MODULES = ["edgesqueeze", "edgesqueeze.arch", "edgesqueeze.graph", "edgesq
                  "edgesqueeze.camera.loop", "edgesqueeze.camera.overlay", "edgesqueeze.camera.systemd",
                  "edgesqueeze.camera.live", "edgesqueeze.camera.web", "edgesqueeze.camera.page", "edgesqueeze.camera.access",
                  "edgesqueeze.cli.camera",
-                 "edgesqueeze.quant.reference", "edgesqueeze.quant.quantize"]
+                 "edgesqueeze.quant.reference", "edgesqueeze.quant.quantize", "edgesqueeze.quant.kernels",
+                 "edgesqueeze.quant.requant", "edgesqueeze.imagesets", "edgesqueeze.modelfile", "edgesqueeze.version"]
 
 
 def test_board_modules_do_not_import_torch():
