@@ -11,6 +11,13 @@ Conventions (TFLite's int8 spec, which ONNX QDQ also expresses):
 - bias int32, scale = input scale * weight scale[c], zero point 0;
 - every scale is a float32 value (kept as a Python float that is exactly a float32), because the
   runtimes compute requantization in float32 from the file's float32 scales.
+
+Float-kept convs (`float_convs`, empty by default). A conv named there runs in float32 between
+a dequantize of its int8 input and a quantize to its output tensor's own parameters: its
+float32 weights (OHWI) and bias are in `float_weights`; its int8 weights stay in `convs` (the
+graph keeps one QConv per conv) but are not used. Every tensor stays int8, so the rest of the
+graph is unchanged. The JSON lists the names under "float_convs" (absent: none) and the NPZ
+holds `<name>/float_weight` and `<name>/float_bias`.
 """
 
 from __future__ import annotations
@@ -116,6 +123,9 @@ class QuantizedModel:
     convs: dict[str, QConv]
     labels: tuple[str, ...] = ()
     calibration: dict = field(default_factory=dict)  # method, images, split rule, per-tensor ranges
+    float_convs: tuple[str, ...] = ()  # convs run in float32 between dequantize and quantize (module doc)
+    # name -> (float32 weight OHWI, float32 bias) for each name of float_convs
+    float_weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -147,6 +157,10 @@ class QuantizedModel:
                 **({"weight_fractional_length": QParams(float(ws[0]), 0).fractional_length}
                    if self.scheme is Scheme.RISTRETTO else {}),
             }
+        for name in self.float_convs:
+            w, b = self.float_weights[name]
+            arrays[f"{name}/float_weight"] = np.asarray(w, np.float32)
+            arrays[f"{name}/float_bias"] = np.asarray(b, np.float32)
         doc = {
             "format": "edgesqueeze-quantized", "format_version": FORMAT_VERSION,
             "scheme": self.scheme.value, "arch": arch_to_dict(self.arch),
@@ -154,6 +168,8 @@ class QuantizedModel:
             "tensors": {n: q.to_dict() for n, q in self.tensors.items()},
             "convs": layers, "arrays": npath.name,
         }
+        if self.float_convs:  # absent means none: all-integer files stay as they were
+            doc["float_convs"] = list(self.float_convs)
         tmp_j, tmp_n = jpath.with_name(jpath.name + ".partial"), npath.with_name(npath.name + ".partial.npz")
         with open(tmp_n, "wb") as f:
             np.savez(f, **arrays)
@@ -189,7 +205,17 @@ class QuantizedModel:
                 convs[name] = QConv(name, specs[name], arrays[f"{name}/weight"].astype(np.int8),
                                     arrays[f"{name}/weight_scale"].astype(np.float32),
                                     arrays[f"{name}/bias"].astype(np.int32), d["input"], d["output"])
-            qm = cls(arch, scheme, tensors, convs, tuple(doc.get("labels", ())), dict(doc.get("calibration", {})))
+            float_convs = doc.get("float_convs", [])
+            if not isinstance(float_convs, list) or not all(isinstance(n, str) for n in float_convs):
+                raise ValueError(f"float_convs {float_convs!r} is not a list of conv names")
+            float_weights = {}
+            for name in float_convs:
+                if f"{name}/float_weight" not in arrays or f"{name}/float_bias" not in arrays:
+                    raise ValueError(f"float conv {name} has no float_weight/float_bias in {npath.name}")
+                float_weights[name] = (arrays[f"{name}/float_weight"].astype(np.float32),
+                                       arrays[f"{name}/float_bias"].astype(np.float32))
+            qm = cls(arch, scheme, tensors, convs, tuple(doc.get("labels", ())), dict(doc.get("calibration", {})),
+                     tuple(float_convs), float_weights)
             validate(qm)
             return qm
         except DataError:
@@ -236,8 +262,38 @@ def validate(qm: QuantizedModel) -> None:
             for i in node.inputs:
                 if qm.tensors.get(i) != qm.tensors[node.name]:
                     problems.append(f"concat {node.name}: input {i} does not share the output's scale/zero point")
+    problems += _float_conv_problems(qm)
     if problems:
         raise DataError("invalid quantized model: " + "; ".join(problems))
+
+
+def _float_conv_problems(qm: QuantizedModel) -> list[str]:
+    """What is wrong with the float-kept convs: unknown or repeated names, missing or misshapen
+    float32 weights, non-finite values, weights for a conv not listed."""
+    problems = []
+    specs = {c.name: c for c in qm.arch.convs()}
+    if len(set(qm.float_convs)) != len(qm.float_convs):
+        problems.append(f"float_convs {list(qm.float_convs)} names a conv twice")
+    for name in qm.float_convs:
+        spec = specs.get(name)
+        if spec is None:
+            problems.append(f"float conv {name!r} is not a conv of {qm.arch.name} (convs: {', '.join(specs)})")
+            continue
+        wb = qm.float_weights.get(name)
+        if wb is None:
+            problems.append(f"float conv {name} has no float32 weights")
+            continue
+        w, b = (np.asarray(a) for a in wb)
+        want = (spec.out_channels, spec.kernel, spec.kernel, spec.in_channels)
+        if w.shape != want or w.dtype != np.float32 or b.shape != (spec.out_channels,) or b.dtype != np.float32:
+            problems.append(f"float conv {name}: weight {w.dtype}{w.shape} and bias {b.dtype}{b.shape}, "
+                            f"need float32{want} and float32({spec.out_channels},)")
+        elif not (np.isfinite(w).all() and np.isfinite(b).all()):
+            problems.append(f"float conv {name}: weights or bias hold NaN or Inf")
+    extra = sorted(set(qm.float_weights) - set(qm.float_convs))
+    if extra:
+        problems.append(f"float weights given for convs not in float_convs: {', '.join(extra)}")
+    return problems
 
 
 # ---------------------------------------------------------------- arch <-> JSON

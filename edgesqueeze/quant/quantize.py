@@ -234,3 +234,49 @@ def quantize_model(
     qm = QuantizedModel(arch, scheme, tensors, convs, tuple(labels), info)
     validate(qm)
     return qm
+
+
+def float_conv_weights(arch: Arch, params: dict[str, tuple[np.ndarray, np.ndarray]],
+                       names=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{conv name: (float32 weight OHWI, float32 bias)} of the float model `params` (OIHW, as
+    quantize_model takes them) for the convs `names` (default: all), as a float-kept conv runs
+    them: conv1 with the input normalisation folded in, since the quantized model takes raw
+    pixels (fold_input_normalization)."""
+    specs = [c.name for c in arch.convs()]
+    names = specs if names is None else list(names)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise OptionError(f"{', '.join(map(repr, unknown))} is not a conv of {arch.name}; its convs are "
+                          f"{', '.join(specs)}")
+    out = {}
+    for name in names:
+        if name not in params:
+            raise OptionError(f"no float weights for {name}: give the parameters of the model that was quantized")
+        w, b = (np.asarray(a, np.float64) for a in params[name])
+        if name == arch.conv1.name:
+            w, b = fold_input_normalization(arch, w, b)
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise WeightsError(f"{name}: weights hold NaN or Inf")
+        out[name] = (np.ascontiguousarray(w.transpose(0, 2, 3, 1).astype(np.float32)), b.astype(np.float32))
+    return out
+
+
+def with_float_convs(qm: QuantizedModel, names, weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> QuantizedModel:
+    """`qm` with the convs `names` (in graph order, whatever order they are given in) kept in
+    float32 (params.py, "Float-kept convs"); `weights` as float_conv_weights gives them, for
+    at least those convs. Empty `names`: the all-integer model, without float weights."""
+    from dataclasses import replace
+
+    order = [n.name for n in qm.nodes if n.kind is OpKind.CONV]
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in order]
+    if unknown:
+        raise OptionError(f"{', '.join(map(repr, unknown))} is not a conv of {qm.arch.name}; its convs are "
+                          f"{', '.join(order)}")
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise OptionError(f"no float weights for {', '.join(missing)} (quant.quantize.float_conv_weights)")
+    keep = tuple(n for n in order if n in names)
+    out = replace(qm, float_convs=keep, float_weights={n: weights[n] for n in keep})
+    validate(out)
+    return out

@@ -10,6 +10,11 @@ as the exported files — uint8 NHWC pixels in the model's channel order — and
     maxpool on the int8 values, ceil mode as the arch says
     concat  a copy: inputs and output share parameters (quantize.py)
     add     real sum of the two dequantized inputs, requantized (float32)
+    float conv  a conv the model keeps in float (QuantizedModel.float_convs): its int8 input
+            dequantized to float32, convolved with the float32 weights in float32, + bias,
+            [ReLU], then quantized to the output tensor's parameters (x / s_out rounded half to
+            even, + zero point, clamped to int8). The runtimes sum in another order, so a file
+            with float convs matches this within 1 LSB per tensor, not bit for bit
     mean    the head: conv10's int8 output dequantized and averaged in float —
             logits = s * sum_hw(q - zp) / (H*W). Averaging in float keeps the resolution of the
             sum (s / 225 for v1.0), so top-1 is decided by the model, not by an int8 rounding of
@@ -125,6 +130,46 @@ def int8_conv(x: np.ndarray, node: Node, conv: QConv, input_zero_point: int, req
     return requantize(acc)
 
 
+class FloatConv:
+    """A float-kept conv (module doc, "float conv"): int8 NHWC chunk -> int8 NHWC outputs."""
+
+    def __init__(self, node: Node, weight: np.ndarray, bias: np.ndarray, s_in: float, zp_in: int,
+                 s_out: float, zp_out: int, qmin: int):
+        o, kh, kw, cin = weight.shape
+        self.node, self.kh, self.kw, self.out_channels = node, kh, kw, o
+        self.w_cols = np.ascontiguousarray(np.asarray(weight, np.float32).reshape(o, -1).T)  # (K, O), K = (kh, kw, c)
+        self.bias = np.asarray(bias, np.float32)
+        self.s_in, self.zp_in = np.float32(s_in), zp_in
+        self.s_out, self.zp_out, self.qmin = np.float32(s_out), zp_out, qmin
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        spec = self.node.conv
+        n, h, w, _ = x.shape
+        p, s = spec.pad, spec.stride
+        oh, ow = (h + 2 * p - self.kh) // s + 1, (w + 2 * p - self.kw) // s + 1
+        # dequantize: (q - zp) * scale, one float32 rounding (kernels.dequantize)
+        xf = ((x.astype(np.int32) - self.zp_in).astype(np.float64) * np.float64(self.s_in)).astype(np.float32)
+        if self.kh == 1 and self.kw == 1 and p == 0:
+            cols = kernels._cols_1x1(xf, s)
+        else:
+            cols = kernels._cols_im2col(xf, self.kh, self.kw, s, (p, p, p, p), oh, ow)
+        y = cols.astype(np.float32, copy=False) @ self.w_cols
+        y += self.bias
+        if self.node.relu:
+            np.maximum(y, np.float32(0), out=y)
+        q = np.rint(y / self.s_out)  # float32 division, half to even (ONNX QuantizeLinear)
+        np.clip(q, self.qmin - self.zp_out, 127 - self.zp_out, out=q)
+        return (q.astype(np.int32) + self.zp_out).astype(np.int8).reshape(n, oh, ow, self.out_channels)
+
+
+def float_conv(qm: QuantizedModel, node: Node) -> FloatConv:
+    """The FloatConv of `node`, one of qm.float_convs."""
+    w, b = qm.float_weights[node.name]
+    t_in, t_out = qm.tensors[node.inputs[0]], qm.tensors[node.name]
+    qmin = max(t_out.zero_point, -128) if node.relu else -128
+    return FloatConv(node, w, b, t_in.scale, t_in.zero_point, t_out.scale, t_out.zero_point, qmin)
+
+
 def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str = Requant.FLOAT32,
              keep: bool = False) -> IntRun:
     """Run the quantized model on uint8 pixels (N, H, W, 3) or (H, W, 3)."""
@@ -226,6 +271,7 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
             if (all(i in concat_at for i in n.inputs) and len({by_name[i].inputs[0] for i in n.inputs}) == 1
                     and len(after) == 1 and after[0].kind is OpKind.MAXPOOL):
                 pooled_concat[n.inputs[0]] = (list(n.inputs), n, after[0])
+    floats = {name: float_conv(qm, by_name[name]) for name in qm.float_convs}
     fused: set[str] = set()  # nodes computed chunk by chunk together with a conv before them
     for k, n in enumerate(nodes):
         if n.name in fused:
@@ -266,7 +312,10 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
                 if pool is not None:
                     cat = np.empty((len(part), *sizes[concat.name][1:]), np.int8)
                 for node, c, requantize in convs:
-                    q = (conv_kernel or int8_conv)(part, node, c, t[c.input].zero_point, requantize)
+                    if node.name in floats:
+                        q = floats[node.name](part)
+                    else:
+                        q = (conv_kernel or int8_conv)(part, node, c, t[c.input].zero_point, requantize)
                     if pool is not None:
                         at = concat_at[node.name][1]
                         cat[..., at:at + q.shape[3]] = q
