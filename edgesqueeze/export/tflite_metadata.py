@@ -20,8 +20,8 @@ subgraph with
 
 - input "image": ImageProperties (default size = the input's H x W), Stats min 0 max 255, no
   NormalizationOptions (the uint8 input takes raw 0..255 pixels; the model normalises them
-  itself). The colour space is RGB only when the file takes RGB. The schema has no BGR, so a
-  BGR file says UNKNOWN (written explicitly) and its description names the BGR order: tools
+  itself). The colour space is RGB when the file takes RGB (the default, export/channels.py).
+  The schema has no BGR, so a BGR file says UNKNOWN (written explicitly) and its description names the BGR order: tools
   that accept RGB images only (MediaPipe, the Task Library: "Only RGB color space is supported")
   refuse such a file instead of feeding it swapped channels;
 - output "probability" (the name MediaPipe needs): FeatureProperties and labels.txt as
