@@ -53,6 +53,28 @@ OPS: dict[OpKind, OpMapping] = {
 }
 
 
+# A conv the quantized model keeps in float (QuantizedModel.float_convs): its int8 input
+# dequantized, the conv in float32 (float32 weights and bias, ReLU where the graph has one), then
+# quantized to the output tensor's own parameters, so every tensor between ops stays 8-bit.
+#   .onnx:   dequantize(x) -> Conv (float32 initializers) -> [Relu] -> QuantizeLinear(out), the
+#            dequantize written as Cast -> Sub zp -> Mul scale (onnx.py says why not a DQ node)
+#   .tflite: DEQUANTIZE(x) -> CONV_2D float32 [fused RELU] -> QUANTIZE(out)
+# The runtimes sum in their own order, so such a file is verified against the integer reference
+# within 1 LSB on >= FLOAT_CONV_MIN_LSB_MATCH of the head values and top-1 on >=
+# FLOAT_CONV_MIN_TOP1 of the images; all-integer files keep their writer's exact gates.
+FLOAT_CONV = OpMapping(OpKind.CONV, "Conv", "CONV_2D", 1,
+                       "float32 conv between DEQUANTIZE and QUANTIZE (a float-kept conv)")
+FLOAT_CONV_MIN_LSB_MATCH = 0.99
+FLOAT_CONV_MIN_TOP1 = 0.99
+
+
+def float_conv_score_diff(scale: float) -> float:
+    """The largest |probability - softmax(reference logits)| a file with float convs may show:
+    a logit up to two head scales off (each head value within 1 LSB, a few 2 LSB) moves a
+    probability by at most 1/4 of that."""
+    return 2 * 0.25 * float(scale) + 1e-6
+
+
 def check_supported(nodes: tuple[Node, ...], writer: str, supported: frozenset[OpKind]) -> None:
     """Raise one ExportError naming every node the writer cannot express."""
     bad = [f"{n.name} ({n.kind.value})" for n in nodes if n.kind not in supported or n.kind not in OPS]
