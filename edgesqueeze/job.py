@@ -6,6 +6,15 @@
     result.files            # what was written, each verified against the integer reference
     result.evaluation       # FP32 and INT8 on the evaluation images (None without any)
 
+Accuracy-aware option (not the default): `min_agreement` (percent) and/or `max_drop` (percentage
+points) keep the fewest convs in float32 (between a dequantize and a quantize, which both
+runtimes run) for which the target holds on the 2-fold CV of the calibration images
+(quant/sensitivity.py: a per-layer sensitivity table, then a greedy search; never the
+evaluation images). The result's `mixed_precision` holds the table, the chosen convs, the CV
+figures before and after, and the latency of the written files against their all-integer
+counterparts (interleaved medians, 1 and 2 threads). Without either option the export is
+all-integer, as always.
+
 `edgesqueeze quantize` is this function plus printing. Every option is checked before any slow
 work: a labels file whose count differs from the model's outputs, an image label the model
 cannot give, an unknown option value, an output folder that is a file — each is an error before
@@ -91,6 +100,46 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class MixedPrecision:
+    """The accuracy-aware option's outcome: the search (quant.sensitivity.FloatConvSearch) and
+    the latency of each written INT8 file against the same model all-integer."""
+
+    search: object  # quant.sensitivity.FloatConvSearch
+    latency: tuple["Latency", ...] = ()
+
+    @property
+    def float_convs(self) -> tuple[str, ...]:
+        return self.search.float_convs
+
+    def to_dict(self) -> dict:
+        return {**self.search.to_dict(), "latency": [t.to_dict() for t in self.latency]}
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Median ms per image (batch 1) of a written file and of the same model all-integer, timed
+    interleaved in one run at `threads` threads."""
+
+    format: str
+    runtime: str
+    threads: int
+    mixed_ms: float
+    integer_ms: float
+    runs: int  # timed calls of each
+    cpu: str
+
+    @property
+    def cost(self) -> float:
+        """mixed / integer - 1: the float convs' share of extra time."""
+        return self.mixed_ms / self.integer_ms - 1.0
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "runtime": self.runtime, "threads": self.threads,
+                "mixed_ms": round(self.mixed_ms, 3), "integer_ms": round(self.integer_ms, 3),
+                "cost_percent": round(100 * self.cost, 1), "runs": self.runs, "cpu": self.cpu}
+
+
+@dataclass(frozen=True)
 class QuantizeResult:
     arch: str
     num_classes: int
@@ -107,6 +156,7 @@ class QuantizeResult:
     sqnr_db: dict[str, float] = field(default_factory=dict)
     stages: tuple[Stage, ...] = ()
     warnings: tuple[str, ...] = ()
+    mixed_precision: MixedPrecision | None = None  # the accuracy-aware option (min_agreement/max_drop)
 
     @property
     def seconds(self) -> float:
@@ -181,6 +231,10 @@ def quantize(
     eval_limit: int = 0,
     verify_images: int = 32,
     sqnr_images: int = 16,
+    min_agreement: float | None = None,
+    max_drop: float | None = None,
+    sensitivity_images: int = 32,
+    latency_runs: int = 60,
     download: bool = False,
     on_pass: OnPass | None = None,
     on_warning: Callable[[str], None] | None = None,
@@ -196,6 +250,9 @@ def quantize(
     written into every file's metadata. `channel_order`: the order the written files take
     (default RGB, whatever the weights were trained with: conv1's input channels are reversed
     after quantization when they differ, export/channels.py).
+    `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
+    bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
+    of each file per thread count for the latency cost.
     `on_pass(name, done, total)` reports progress; `on_warning(text)` hears each warning as it
     happens (they are also in the result). Never prints."""
     from . import paths
@@ -216,7 +273,12 @@ def quantize(
     formats = _check_formats(formats)
     from .export.onnx import as_target
 
-    target = as_target(onnx_target)
+    onnx_target = as_target(onnx_target)
+    from .quant.sensitivity import AccuracyTarget, check_sensitivity_images
+
+    target = AccuracyTarget.make(min_agreement=min_agreement, max_drop=max_drop)
+    sensitivity_images = check_sensitivity_images(sensitivity_images)
+    latency_runs = _check_count(latency_runs, "latency_runs", 1)
     verify_images = _check_count(verify_images, "verify_images", 1)
     sqnr_images = _check_count(sqnr_images, "sqnr_images", 0)
     calib_limit = _check_count(calib_limit, "calib_limit", 0)
@@ -280,6 +342,14 @@ def quantize(
     evals = evals[:eval_limit] if eval_limit else evals
     if not calib:
         raise DataError("no calibration images selected; give more images or a larger calibration fraction")
+    if target is not None and len(calib) < 4:
+        raise DataError(f"min_agreement/max_drop choose convs by 2-fold CV on the calibration images, which needs at "
+                        f"least 4 of them ({len(calib)} selected)")
+    if target is not None and target.max_drop is not None and not all(i.label >= 0 for i in calib):
+        unl = sum(1 for i in calib if i.label < 0)
+        raise DataError(f"max_drop needs a label on every calibration image ({unl} of {len(calib)} have none: the "
+                        "CV measures the top-1 drop on them); give labelled images, or use min_agreement, which "
+                        "needs none")
     labelled = bool(evals) and all(i.label >= 0 for i in evals)
     out_dir.mkdir(parents=True, exist_ok=True)
     calib_out.mkdir(parents=True, exist_ok=True)
@@ -289,8 +359,19 @@ def quantize(
     from .pipeline import calibrate_and_quantize
 
     model = SqueezeNet.from_params(model_arch, loaded.params)
+    calib_pixels = None
+    if target is not None:  # decoded once for the CV and the calibration
+        calib_pixels = stages.run("read calibration images", lambda: _pixels(
+            calib, model_arch.preprocess, on_pass, "read calibration images"))
     qm, _, quantized_fp32 = stages.run("calibrate and quantize", lambda: calibrate_and_quantize(
-        model, calib, options, labels=names, on_pass=on_pass))
+        model, calib, options, labels=names, on_pass=on_pass,
+        **({} if calib_pixels is None else {"pixels": calib_pixels})))
+    search = None
+    if target is not None:
+        from .quant.sensitivity import search_float_convs
+
+        search = stages.run("choose float convs (CV)", lambda: search_float_convs(
+            model, calib, calib_pixels, options, target, sensitivity_images=sensitivity_images, on_pass=on_pass))
     # calibrated in the weights' own channel order, then turned to the files' order: conv1's
     # input channels reversed, every other parameter the same (export/channels.py)
     from .export.channels import quantized_with_channel_order
@@ -301,7 +382,14 @@ def quantize(
         model = SqueezeNet.from_params(model_arch, turned)
         quantized_fp32 = SqueezeNet.from_params(*with_channel_order(
             quantized_fp32.arch, quantized_fp32.numpy_params(), file_order))
+    if search is not None and search.float_convs:
+        from .quant.quantize import float_conv_weights, with_float_convs
+
+        qm = with_float_convs(qm, search.float_convs, float_conv_weights(
+            quantized_fp32.arch, quantized_fp32.numpy_params(), search.float_convs))
     stem = f"{model_arch.name}-{options.scheme.value}" + (f"-w{options.weight_bits}" if options.weight_bits != 8 else "")
+    if search is not None:  # beside the all-integer files, not over them
+        stem += f"-fp{len(search.float_convs)}"
     qjson, _ = qm.save(calib_out / stem)
 
     # ---- images for verification and evaluation, decoded once
@@ -309,7 +397,14 @@ def quantize(
     verify = pixels[:verify_images] if len(pixels) else _pixels(calib[:verify_images], model_arch.preprocess, None, "")
 
     # ---- export: every INT8 file verified against the integer reference before it is in place
-    files = stages.run("export", lambda: _export(model_arch, model, qm, names, formats, target, out_dir, stem, verify))
+    files = stages.run("export", lambda: _export(model_arch, model, qm, names, formats, onnx_target, out_dir, stem,
+                                                 verify))
+    mixed = None
+    if search is not None:
+        latency = ()
+        if search.float_convs:
+            latency = stages.run("latency cost", lambda: _latency_cost(qm, files, onnx_target, latency_runs, on_pass))
+        mixed = MixedPrecision(search, latency)
 
     # ---- accuracy through the written INT8 file (it equals the integer reference: verified above)
     evaluation = None
@@ -330,7 +425,7 @@ def quantize(
         arch_source=arch_source,
         preprocess=model_arch.preprocess, options=options, calibration_images=len(calib), files=tuple(files),
         qparams=Path(qjson), report=report_path, evaluation=evaluation, sqnr_db=sq, stages=tuple(stages.done),
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), mixed_precision=mixed)
     _write_report(result, weights, [s.source for s in sets])
     return result
 
@@ -419,7 +514,7 @@ def _export(arch, model, qm, names, formats, target, out_dir: Path, stem: str, v
         p = to_onnx_fp32(arch, params, out_dir / f"{arch.name}-fp32.onnx", metadata=meta_fp32)
         files.append(WrittenFile(p, p.stat().st_size, "onnx", "fp32", "fp32"))
         r = to_onnx(qm, out_dir / f"{stem}-int8.onnx", target=target, verify_images=verify)
-        files.append(WrittenFile(r.path, r.bytes, "onnx", "int8", f"int8 ({target.value})", r.lsb_match,
+        files.append(WrittenFile(r.path, r.bytes, "onnx", "int8", f"int8{_floats(qm)} ({target.value})", r.lsb_match,
                                  r.top1_agreement))
     if "tflite" in formats:
         from .export.tflite import to_tflite, to_tflite_fp32
@@ -427,8 +522,82 @@ def _export(arch, model, qm, names, formats, target, out_dir: Path, stem: str, v
         r = to_tflite_fp32(arch, params, out_dir / f"{arch.name}-fp32.tflite", metadata=meta_fp32)
         files.append(WrittenFile(r.path, r.bytes, "tflite", "fp32", "fp32"))
         r = to_tflite(qm, out_dir / f"{stem}-int8.tflite", verify_images=verify)
-        files.append(WrittenFile(r.path, r.bytes, "tflite", "int8", "int8", r.lsb_match, r.top1_agreement))
+        files.append(WrittenFile(r.path, r.bytes, "tflite", "int8", f"int8{_floats(qm)}", r.lsb_match,
+                                 r.top1_agreement))
     return files
+
+
+def _floats(qm) -> str:
+    n = len(qm.float_convs)
+    return f" + {n} float conv{'s' if n != 1 else ''}" if n else ""
+
+
+def _latency_cost(qm, files, onnx_target, runs: int, on_pass: OnPass | None) -> tuple[Latency, ...]:
+    """Each written INT8 file against the same model all-integer (built in memory, not written),
+    batch 1, at 1 and 2 threads: interleaved rounds (the order rotates, so both see the same
+    background load), medians."""
+    from dataclasses import replace
+
+    from .sysinfo import cpu_model
+
+    integer = replace(qm, float_convs=(), float_weights={})
+    image = np.random.default_rng(0).integers(0, 256, (1, qm.arch.input_size, qm.arch.input_size, 3), np.uint8)
+    cpu = cpu_model()
+    out = []
+    rounds, per_round = max(1, runs // 5), min(5, runs)
+    for f in files:
+        if f.kind != "int8":
+            continue
+        for threads in (1, 2):
+            if on_pass:
+                on_pass(f"latency {f.path.name} ({threads} thread{'s' if threads > 1 else ''})", 0, 1)
+            if f.format == "onnx":
+                from .export.onnx import _ort, _session, build_int8_model
+
+                ort = _ort()
+                runners = {}
+                for key, src in (("mixed", f.path), ("integer", build_int8_model(integer, target=onnx_target))):
+                    sess = _session(ort, src, target=onnx_target, threads=threads)
+                    runners[key] = (lambda s: lambda: s.run(None, {"pixels": image}))(sess)
+                runtime = f"onnxruntime {ort.__version__}"
+            else:
+                from .export.tflite import _interpreter_cls, build_tflite, runtime_version
+
+                interp_cls = _interpreter_cls()
+                runners = {}
+                for key, kw in (("mixed", {"model_path": str(f.path)}), ("integer", {"model_content": build_tflite(integer)})):
+                    it = interp_cls(**kw, num_threads=threads)
+                    it.allocate_tensors()
+                    inp = it.get_input_details()[0]["index"]
+
+                    def run(it=it, inp=inp):
+                        it.set_tensor(inp, image)
+                        it.invoke()
+                    runners[key] = run
+                runtime = f"ai-edge-litert {runtime_version()}"
+            times = _interleaved_ms(runners, warmup=3, rounds=rounds, per_round=per_round)
+            out.append(Latency(f.format, runtime, threads, float(np.median(times["mixed"])),
+                               float(np.median(times["integer"])), len(times["mixed"]), cpu))
+            if on_pass:
+                on_pass(f"latency {f.path.name} ({threads} thread{'s' if threads > 1 else ''})", 1, 1)
+    return tuple(out)
+
+
+def _interleaved_ms(runners: dict, *, warmup: int, rounds: int, per_round: int) -> dict[str, list[float]]:
+    """{key: [ms per call]}: `warmup` untimed calls each, then `rounds` rounds of `per_round`
+    timed calls per runner, starting one runner later each round."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    keys = list(runners)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                runners[k]()
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+    return times
 
 
 def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: OnPass | None) -> Evaluation:
@@ -478,7 +647,8 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
         "preprocess": r.preprocess.to_dict(),
         "options": {"scheme": opts.scheme.value, "method": opts.method.value, "bias_correction": opts.bias_correction,
                     "equalize": opts.equalize, "empirical_bias_correction": opts.empirical_bias_correction,
-                    "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits},
+                    "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits,
+                    **({} if r.mixed_precision is None else r.mixed_precision.search.target.to_dict())},
         "qparams": str(r.qparams), "files": [f.to_dict() for f in r.files],
         "stages": [s.to_dict() for s in r.stages], "warnings": list(r.warnings),
     }
@@ -489,6 +659,8 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
         doc["accuracy"] = [e.fp32.to_dict(), e.int8.to_dict()]
     if r.sqnr_db:
         doc["sqnr_db"] = r.sqnr_db
+    if r.mixed_precision is not None:
+        doc["mixed_precision"] = r.mixed_precision.to_dict()
     with atomic_output(r.report) as tmp:
         tmp.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
 
@@ -506,4 +678,4 @@ def _plain(o):
     return o
 
 
-__all__ = ["Evaluation", "QuantizeResult", "Stage", "WrittenFile", "quantize"]
+__all__ = ["Evaluation", "Latency", "MixedPrecision", "QuantizeResult", "Stage", "WrittenFile", "quantize"]

@@ -15,6 +15,7 @@ QUANTIZE_EXAMPLES = """examples:
   edgesqueeze quantize --weights my.pth --images data.csv --input-size 160 --resize 182 \\
       --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5
   edgesqueeze quantize --scheme ristretto --formats tflite
+  edgesqueeze quantize --min-agreement 97          # keep the fewest convs in float for 97 % CV agreement
 
 images: a folder of images (unlabelled: calibration, and agreement with FP32 only), a
 torchvision ImageFolder root (root/<class>/*.jpg; class index = sorted folder names), a CSV
@@ -72,7 +73,8 @@ def cmd_quantize(args) -> int:
             input_size=args.input_size, resize=args.resize, mean=args.mean, std=args.std,
             channel_order=args.channel_order, norm_scale=args.norm_scale,
             calibration_fraction=args.calibration_fraction, calib_limit=args.calib_limit, eval_limit=args.limit,
-            verify_images=args.verify_images, sqnr_images=args.sqnr_images, download=args.download,
+            verify_images=args.verify_images, sqnr_images=args.sqnr_images, min_agreement=args.min_agreement,
+            max_drop=args.max_drop, sensitivity_images=args.sensitivity_images, download=args.download,
             on_pass=bars, on_warning=warn)
     finally:
         bars.close()
@@ -111,12 +113,42 @@ def cmd_quantize(args) -> int:
         worst = sorted(r.sqnr_db, key=r.sqnr_db.get)[:5]
         print(f"worst per-layer SQNR (dB, {min(e.images if e else 0, args.sqnr_images)} images): "
               + ", ".join(f"{n} {r.sqnr_db[n]:.1f}" for n in worst))
+    if r.mixed_precision is not None:
+        _print_mixed(r.mixed_precision, format_table)
     total = sum(s.seconds for s in r.stages)
     peak = max((s.peak_rss_mb or 0.0) for s in r.stages)
     print(f"{total:.0f} s, peak memory {peak:.0f} MiB (" + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in r.stages)
           + ")")
     print(f"report: {r.report}")
     return 0
+
+
+def _print_mixed(m, format_table) -> None:
+    s = m.search
+    print(f"\naccuracy target ({s.target.describe()}) on the 2-fold CV of the {s.calibration_images} calibration "
+          f"images (calibrate on one half, measure on the other; never the evaluation images):")
+    rows = [["all-integer", s.baseline.agreement, s.baseline.sqnr_db, s.baseline.drop]]
+    if s.float_convs:
+        rows.append([f"{len(s.float_convs)} conv{'s' if len(s.float_convs) != 1 else ''} in float", s.after.agreement,
+                     s.after.sqnr_db, s.after.drop])
+    if s.all_float is not None:
+        rows.append(["every conv in float", s.all_float.agreement, s.all_float.sqnr_db, s.all_float.drop])
+    print(format_table(["CV", "top-1 agreement %", "logit SQNR dB", "drop top-1 pp"], rows))
+    if s.layers:
+        print(f"per-layer sensitivity ({s.sensitivity_images} held-out images, one conv in float at a time; "
+              f"most gain first, top 8):")
+        print(format_table(["conv", "agreement gain pp", "SQNR gain dB"],
+                           [[x.conv, x.agreement_gain, x.sqnr_gain_db] for x in s.layers[:8]]))
+    if s.float_convs:
+        print(f"kept in float: {', '.join(s.float_convs)}")
+    else:
+        print("kept in float: none (the all-integer model meets the target)")
+    print(f"search: {s.seconds:.0f} s, {s.reference_images} images through the integer reference")
+    if m.latency:
+        print(f"latency, batch 1, median ms (interleaved with the all-integer model; {m.latency[0].cpu}):")
+        print(format_table(["file", "runtime", "threads", "with float convs", "all-integer", "cost %"],
+                           [[t.format, t.runtime, t.threads, t.mixed_ms, t.integer_ms, 100 * t.cost]
+                            for t in m.latency]))
 
 
 def add_parser(sub) -> None:
@@ -164,5 +196,13 @@ def add_parser(sub) -> None:
     q.add_argument("--verify-images", type=_positive, default=32, help="images each export is checked on")
     q.add_argument("--sqnr-images", type=_non_negative, default=16,
                    help="images for the per-layer SQNR summary (0: skip)")
+    a = q.add_argument_group("accuracy target (keeps the fewest convs in float32; default: every conv integer)")
+    a.add_argument("--min-agreement", type=float, default=None, metavar="PCT",
+                   help="top-1 agreement with FP32 (percent) the 2-fold CV of the calibration images must reach")
+    a.add_argument("--max-drop", type=float, default=None, metavar="PP",
+                   help="top-1 drop (percentage points) the CV may show; needs labelled calibration images. "
+                   "With --min-agreement, both must hold")
+    a.add_argument("--sensitivity-images", type=_positive, default=32, metavar="N",
+                   help="held-out images each conv's sensitivity is measured on (default 32)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quantize)
