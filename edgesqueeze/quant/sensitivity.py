@@ -117,7 +117,7 @@ class CVScore:
         return self.top1_fp32 - self.top1_int8
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "agreement": round(self.agreement, 3), "sqnr_db": round(self.sqnr_db, 3),
+        return {"images": self.images, "agreement": round(self.agreement, 3), "sqnr_db": _r(self.sqnr_db),
                 "top1_fp32": _r(self.top1_fp32), "top1_int8": _r(self.top1_int8), "drop_pp": _r(self.drop)}
 
 
@@ -136,7 +136,7 @@ class LayerSensitivity:
     agreement_gain: float  # percentage points over the all-integer model on the same images
 
     def to_dict(self) -> dict:
-        return {"conv": self.conv, "sqnr_db": round(self.sqnr_db, 3), "sqnr_gain_db": round(self.sqnr_gain_db, 3),
+        return {"conv": self.conv, "sqnr_db": _r(self.sqnr_db), "sqnr_gain_db": _r(self.sqnr_gain_db),
                 "agreement": round(self.agreement, 3), "agreement_gain_pp": round(self.agreement_gain, 3)}
 
 

@@ -1,0 +1,301 @@
+"""Convs kept in float32 between a dequantize and a quantize: the quantized graph, the integer
+reference, both writers, and the accuracy-aware search (quant/sensitivity.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edgesqueeze.errors import DataError, OptionError
+
+FLOAT = ("fire3.expand3x3", "conv10")  # a middle conv and the head's conv (the TFLite head is special)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(integer QuantizedModel, float conv weights, pixels) of a tiny SqueezeNet built in code."""
+    from test_pipeline_options import _tiny
+
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+    from edgesqueeze.quant.quantize import float_conv_weights
+
+    model, items, pixels = _tiny(n=16)
+    options = QuantizeOptions.make(adaptive_rounding=False, empirical_bias_correction=False)
+    qm, _, quantized_fp32 = calibrate_and_quantize(model, items, options, pixels=pixels)
+    return qm, float_conv_weights(quantized_fp32.arch, quantized_fp32.numpy_params()), pixels
+
+
+def _mixed(tiny, names=FLOAT):
+    from edgesqueeze.quant.quantize import with_float_convs
+
+    qm, weights, _ = tiny
+    return with_float_convs(qm, names, weights)
+
+
+# ------------------------------------------------------------------ the quantized graph
+
+
+def test_json_round_trip_with_and_without_float_convs(tiny, tmp_path):
+    from edgesqueeze.quant.params import QuantizedModel
+    from edgesqueeze.quant.reference import run_int8
+
+    qm, _, pixels = tiny
+    jpath, _ = qm.save(tmp_path / "int")
+    assert "float_convs" not in json.loads(jpath.read_text())  # all-integer files stay as they were
+    assert QuantizedModel.load(jpath).float_convs == ()
+
+    mixed = _mixed(tiny, ("conv10", "fire3.expand3x3"))
+    assert mixed.float_convs == FLOAT  # graph order, whatever order they were given in
+    jpath, _ = mixed.save(tmp_path / "mixed")
+    assert json.loads(jpath.read_text())["float_convs"] == list(FLOAT)
+    back = QuantizedModel.load(jpath)
+    assert back.float_convs == FLOAT
+    for name in FLOAT:
+        for a, b in zip(back.float_weights[name], mixed.float_weights[name]):
+            assert a.dtype == np.float32 and np.array_equal(a, b)
+    assert np.array_equal(run_int8(back, pixels[:4]).logits, run_int8(mixed, pixels[:4]).logits)
+
+
+def test_a_file_naming_a_float_conv_without_weights_is_malformed(tiny, tmp_path):
+    from edgesqueeze.quant.params import QuantizedModel
+
+    qm, _, _ = tiny
+    jpath, _ = qm.save(tmp_path / "m")
+    doc = json.loads(jpath.read_text())
+    doc["float_convs"] = ["fire2.squeeze"]
+    jpath.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="fire2.squeeze"):
+        QuantizedModel.load(jpath)
+
+
+def test_unknown_float_conv_names_the_convs(tiny):
+    from edgesqueeze.quant.quantize import with_float_convs
+
+    qm, weights, _ = tiny
+    with pytest.raises(OptionError, match="'fire2.bogus' is not a conv.*conv1, fire2.squeeze"):
+        with_float_convs(qm, ["fire2.bogus"], weights)
+
+
+def test_reference_float_conv_matches_a_float64_conv_within_one_lsb(tiny):
+    """The reference's float conv against the same conv computed in float64 from the int8 input."""
+    from edgesqueeze.quant.reference import run_int8
+
+    mixed = _mixed(tiny, ("fire3.expand3x3",))
+    qm, weights, pixels = tiny
+    r = run_int8(mixed, pixels[:3], keep=True)
+    node = next(n for n in mixed.nodes if n.name == "fire3.expand3x3")
+    t_in, t_out = mixed.tensors[node.inputs[0]], mixed.tensors[node.name]
+    x = (r.tensors[node.inputs[0]].astype(np.float64) - t_in.zero_point) * t_in.scale
+    w, b = (a.astype(np.float64) for a in weights[node.name])
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2))  # n, h, w, c, kh, kw
+    y = np.einsum("nhwcij,oijc->nhwo", win, w) + b
+    want = np.clip(np.rint(np.maximum(y, 0) / t_out.scale) + t_out.zero_point, t_out.zero_point, 127)
+    got = r.tensors[node.name].astype(np.int64)
+    assert np.abs(got - want).max() <= 1
+    assert (got == want).mean() > 0.99
+
+
+# ------------------------------------------------------------------ the writers
+
+
+def _tflite_conv_input_types(path) -> list[str]:
+    """The input tensor type of every CONV_2D operator in the file, in operator order."""
+    from edgesqueeze.export.tflite_metadata import _schema
+
+    s = _schema()
+    m = s.Model.GetRootAs(path.read_bytes(), 0)
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    g = m.Subgraphs(0)
+    out = []
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        oc = m.OperatorCodes(op.OpcodeIndex())
+        if names[max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())] == "CONV_2D":
+            out.append(types[g.Tensors(op.Inputs(0)).Type()] + "/" + types[g.Tensors(op.Inputs(1)).Type()])
+    return out
+
+
+def test_float_convs_export_to_onnx_and_tflite_and_run_in_classifier(tiny, tmp_path):
+    import onnx
+
+    from edgesqueeze.export.onnx import to_onnx
+    from edgesqueeze.export.tflite import to_tflite, xnnpack_delegation
+    from edgesqueeze.quant.reference import run_int8
+    from edgesqueeze.runtime import Classifier
+
+    mixed = _mixed(tiny)
+    _, _, pixels = tiny
+    ro = to_onnx(mixed, tmp_path / "m.onnx", verify_images=pixels)
+    rt = to_tflite(mixed, tmp_path / "m.tflite", verify_images=pixels)
+    # float in the files: ONNX Conv nodes with float32 weights, onnxruntime runs exactly those as float
+    model = onnx.load(tmp_path / "m.onnx")
+    inits = {i.name: i for i in model.graph.initializer}
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    for name in FLOAT:
+        assert inits[convs[name].input[1]].data_type == onnx.TensorProto.FLOAT
+        assert not any(n.op_type == "DequantizeLinear" and n.output[0] == convs[name].input[0]
+                       for n in model.graph.node)
+    assert (ro.float_convs, ro.integer_convs) == (2, len(mixed.convs) - 2)
+    types = _tflite_conv_input_types(tmp_path / "m.tflite")
+    assert types.count("FLOAT32/FLOAT32") == 2 and types.count("INT8/INT8") == len(mixed.convs) - 2
+    assert xnnpack_delegation(tmp_path / "m.tflite").whole  # still one XNNPACK partition
+    # both within 1 LSB / top-1 of the reference, as verified, and as Classifier sees them
+    for r in (ro, rt):
+        assert r.lsb_match >= 0.99 and r.top1_agreement >= 0.99
+    ref = run_int8(mixed, pixels)
+    for path in (tmp_path / "m.onnx", tmp_path / "m.tflite"):
+        clf = Classifier.load(path)
+        scores = np.concatenate([clf.scores(pixels[i:i + 1]) for i in range(len(pixels))])
+        assert (scores.argmax(1) == ref.logits.argmax(1)).mean() >= 0.99
+        assert np.abs(scores - ref.probabilities).max() < 0.05
+
+
+def test_without_float_convs_the_files_are_all_integer(tiny, tmp_path):
+    from edgesqueeze.export.onnx import to_onnx
+    from edgesqueeze.export.tflite import to_tflite
+
+    qm, _, pixels = tiny
+    r = to_onnx(qm, tmp_path / "m.onnx", verify_images=pixels[:4])
+    assert r.float_convs == 0 and r.exact_match == 1.0
+    to_tflite(qm, tmp_path / "m.tflite", verify_images=pixels[:4])
+    assert "FLOAT32/FLOAT32" not in _tflite_conv_input_types(tmp_path / "m.tflite")
+
+
+# ------------------------------------------------------------------ the search
+
+
+def _fake_cv(monkeypatch, n: int, *, always_wrong: bool = False):
+    """Items, pixels whose first value is the image's index, FP32 logits, and an integer
+    reference whose top-1 is wrong on images i % 4 == 0 unless fire3.expand3x3 is in float, on
+    i % 4 == 1 unless conv10 is, and (`always_wrong`) on every i % 4 == 2."""
+    from test_pipeline_options import _tiny
+
+    from edgesqueeze.data import LabelledImage
+    from edgesqueeze.quant import sensitivity
+
+    model, _, _ = _tiny(n=n)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (n, 35, 35, 3), dtype=np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(n)
+    fp32 = np.zeros((n, 10), np.float32)
+    fp32[np.arange(n), np.arange(n) % 10] = 5.0
+    fp32 += rng.normal(0, 0.1, fp32.shape).astype(np.float32)
+
+    def fake(qm, px, **_):
+        ids = px[:, 0, 0, 0].astype(int)
+        out = fp32[ids].copy()
+        wrong = (((ids % 4 == 0) & ("fire3.expand3x3" not in qm.float_convs))
+                 | ((ids % 4 == 1) & ("conv10" not in qm.float_convs)) | ((ids % 4 == 2) & always_wrong))
+        out[wrong] = np.roll(out[wrong], 1, axis=1)
+        return out
+
+    monkeypatch.setattr(sensitivity, "reference_logits", fake)
+    items = [LabelledImage(f"never-read-{i}.jpg", int(i % 10)) for i in range(n)]
+    return model, items, pixels, fp32
+
+
+@pytest.mark.parametrize("target, want", [(dict(min_agreement=70), 1), (dict(min_agreement=90), 2),
+                                          (dict(max_drop=30), 1), (dict(min_agreement=40), 0)])
+def test_greedy_stops_at_the_first_set_that_meets_the_target(monkeypatch, target, want):
+    from edgesqueeze.pipeline import QuantizeOptions
+    from edgesqueeze.quant.sensitivity import AccuracyTarget, search_float_convs
+
+    model, items, pixels, fp32 = _fake_cv(monkeypatch, 24)
+    options = QuantizeOptions.make(adaptive_rounding=False, empirical_bias_correction=False)
+    s = search_float_convs(model, items, pixels, options, AccuracyTarget.make(**target), sensitivity_images=8,
+                           fp32=fp32)
+    assert s.met and len(s.float_convs) == want
+    assert s.baseline.agreement == pytest.approx(50.0)
+    if want:
+        assert set(s.float_convs) <= set(FLOAT)
+        assert {x.conv for x in s.layers[:2]} == set(FLOAT)  # ranked first: they fix images
+        assert [st.meets for st in s.steps] == [False] * (want - 1) + [True]
+        assert s.after.agreement == pytest.approx(75.0 if want == 1 else 100.0)
+        assert s.all_float.agreement == pytest.approx(100.0)
+    else:
+        assert s.steps == () and s.layers == () and s.all_float is None  # no search when already met
+    d = s.to_dict()
+    assert d["float_convs"] == list(s.float_convs) and d["met"] is True
+    json.dumps(d, allow_nan=False)
+
+
+def test_an_impossible_target_is_refused_with_the_figures(monkeypatch):
+    from edgesqueeze.pipeline import QuantizeOptions
+    from edgesqueeze.quant.sensitivity import AccuracyTarget, TargetUnreachable, search_float_convs
+
+    model, items, pixels, fp32 = _fake_cv(monkeypatch, 24, always_wrong=True)
+    options = QuantizeOptions.make(adaptive_rounding=False, empirical_bias_correction=False)
+    with pytest.raises(TargetUnreachable, match=r"cannot be met.*25.00 % agreement.*every conv in float gives "
+                                                r"75.00 % agreement") as e:
+        search_float_convs(model, items, pixels, options, AccuracyTarget.make(min_agreement=80),
+                           sensitivity_images=8, fp32=fp32)
+    assert isinstance(e.value, OptionError)
+    assert e.value.search.steps == () and not e.value.search.met
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(min_agreement=120), "min_agreement=120 must be a number above 0 and at most 100"),
+    (dict(min_agreement=0), "min_agreement=0"),
+    (dict(min_agreement=float("nan")), "min_agreement=nan"),
+    (dict(min_agreement=True), "min_agreement=True"),
+    (dict(min_agreement="97"), "min_agreement='97'"),
+    (dict(max_drop=-0.5), "max_drop=-0.5 must be a number at least 0"),
+])
+def test_bad_targets_are_refused_naming_the_value(kw, needle):
+    from edgesqueeze.quant.sensitivity import AccuracyTarget
+
+    with pytest.raises(OptionError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        AccuracyTarget.make(**kw)
+
+
+def test_no_target_is_the_all_integer_default():
+    from edgesqueeze.quant.sensitivity import AccuracyTarget
+
+    assert AccuracyTarget.make() is None
+    both = AccuracyTarget.make(min_agreement=97, max_drop=0.3)
+    assert both.describe() == "top-1 agreement with FP32 >= 97 % and top-1 drop <= 0.3 pp"
+
+
+def test_max_drop_needs_labelled_calibration_images(monkeypatch):
+    from edgesqueeze.data import LabelledImage
+    from edgesqueeze.pipeline import QuantizeOptions
+    from edgesqueeze.quant.sensitivity import AccuracyTarget, search_float_convs
+
+    model, items, pixels, fp32 = _fake_cv(monkeypatch, 8)
+    items = [LabelledImage(i.path, -1) for i in items]
+    with pytest.raises(OptionError, match="max_drop needs a label on every calibration image.*min_agreement"):
+        search_float_convs(model, items, pixels, QuantizeOptions.make(), AccuracyTarget.make(max_drop=1),
+                           fp32=fp32)
+
+
+def test_the_job_and_the_cli_refuse_a_bad_target_before_any_work(tmp_path, capsys):
+    import edgesqueeze
+    from edgesqueeze.cli import main
+
+    with pytest.raises(OptionError, match="min_agreement=120"):
+        edgesqueeze.quantize(tmp_path / "no-such-weights.pth", min_agreement=120, out=tmp_path / "o")
+    with pytest.raises(OptionError, match="sensitivity_images=1"):
+        edgesqueeze.quantize(tmp_path / "no-such-weights.pth", min_agreement=97, sensitivity_images=1)
+    assert not (tmp_path / "o").exists()
+    rc = main(["quantize", "--weights", str(tmp_path / "no-such-weights.pth"), "--min-agreement", "120",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "min_agreement=120" in capsys.readouterr().err
+
+
+def test_float_conv_weights_fold_conv1_like_the_quantizer(tiny):
+    from edgesqueeze.quant.quantize import fold_input_normalization
+
+    qm, weights, _ = tiny
+    w, b = weights["conv1"]
+    assert w.shape == qm.convs["conv1"].weight.shape and w.dtype == np.float32
+    # the int8 conv1 is the folded float conv1 on its grid: dequantized, it is within half a step
+    deq = qm.convs["conv1"].weight.astype(np.float64) * qm.convs["conv1"].weight_scale[:, None, None, None]
+    assert np.abs(deq - w).max() <= 0.51 * qm.convs["conv1"].weight_scale.max()
+    assert fold_input_normalization  # the folding used (quantize.py)
+    assert replace(qm, float_convs=()).float_convs == ()
