@@ -299,3 +299,26 @@ def test_float_conv_weights_fold_conv1_like_the_quantizer(tiny):
     assert np.abs(deq - w).max() <= 0.51 * qm.convs["conv1"].weight_scale.max()
     assert fold_input_normalization  # the folding used (quantize.py)
     assert replace(qm, float_convs=()).float_convs == ()
+
+
+def test_eval_prints_the_sensitivity_table_of_a_quantize_report(tmp_path, capsys):
+    from edgesqueeze.cli.evaluate import _print_sensitivity, _read_sensitivity
+    from edgesqueeze.errors import EdgeSqueezeError
+    from edgesqueeze.metrics import format_table
+    from edgesqueeze.quant.sensitivity import (AccuracyTarget, CVScore, FloatConvSearch, LayerSensitivity,
+                                               SearchStep)
+
+    before, after = CVScore(100, 95.0, 28.0), CVScore(100, 97.0, 29.5)
+    layers = (LayerSensitivity("conv10", 29.0, 1.0, 98.0, 2.0), LayerSensitivity("conv1", 28.1, 0.1, 96.0, 0.0))
+    s = FloatConvSearch(AccuracyTarget.make(min_agreement=97), 100, 32, before, CVScore(100, 99.0, 31.0), layers,
+                        (SearchStep(("conv10",), after, True),), ("conv10",), True, 1000, 12.0)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"mixed_precision": s.to_dict()}))
+    _print_sensitivity(path, _read_sensitivity(path), format_table)
+    out = capsys.readouterr().out
+    assert "| conv10 " in out and "kept in float: conv10" in out and "95.0 -> 97.0 %" in out
+    path.write_text(json.dumps({"arch": "x"}))
+    with pytest.raises(EdgeSqueezeError, match="no per-layer sensitivity table.*--min-agreement"):
+        _read_sensitivity(path)
+    with pytest.raises(EdgeSqueezeError, match="no such file"):
+        _read_sensitivity(tmp_path / "gone.json")

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   edgesqueeze eval                                   # Deep-Compression v1.0 on ../shared sample
   edgesqueeze eval --split eval --report export/eval.json
   edgesqueeze eval --weights squeezenet1_0-torchvision --download --images my_labels.csv
+  edgesqueeze eval --int8 affine --sqnr --sensitivity export/squeezenet1_0-affine-fp2-report.json
 """
 
 
@@ -30,6 +31,7 @@ def cmd_eval(args) -> int:
                                f"only (got --split {args.split}); calibration and evaluation images must be disjoint")
     for scheme in args.int8:  # check every option before any slow work
         _quantize_options(args, scheme)
+    sensitivity = _read_sensitivity(args.sensitivity) if args.sensitivity else None  # a bad report fails here
     classifiers = _load_classifiers(args.models, args.threads) if args.models else []  # bad files fail here
     model = _load_model(args)  # weights first: a bad weights file fails before any image is read
     src, items = _load_items(args)
@@ -92,10 +94,50 @@ def cmd_eval(args) -> int:
         if args.sqnr_plot:
             sqnr_plot_png(sqnr, args.sqnr_plot)
             print(f"plot: {args.sqnr_plot}")
+    if sensitivity is not None:
+        _print_sensitivity(args.sensitivity, sensitivity, format_table)
+        report["mixed_precision"] = sensitivity
     if args.report:
         _write_json(args.report, report)
         print(f"report: {args.report}")
     return 0
+
+
+def _read_sensitivity(path) -> dict:
+    """The accuracy-aware search saved in a `quantize --min-agreement/--max-drop` report."""
+    import json
+
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise EdgeSqueezeError(f"--sensitivity {path}: no such file; give the report JSON that "
+                               "`edgesqueeze quantize --min-agreement PCT` (or --max-drop PP) wrote") from None
+    except (OSError, ValueError) as e:
+        raise EdgeSqueezeError(f"--sensitivity {path}: not readable JSON ({e})") from None
+    mp = doc.get("mixed_precision") if isinstance(doc, dict) else None
+    if not isinstance(mp, dict) or not isinstance(mp.get("sensitivity"), list):
+        raise EdgeSqueezeError(f"--sensitivity {path}: the report holds no per-layer sensitivity table; it is "
+                               "written by `edgesqueeze quantize --min-agreement PCT` or `--max-drop PP`")
+    return mp
+
+
+def _print_sensitivity(path, mp: dict, format_table) -> None:
+    before, after = mp.get("cv_before") or {}, mp.get("cv_after") or {}
+    print(f"\nper-layer sensitivity from {path} (2-fold CV on the calibration split, "
+          f"{mp.get('sensitivity_images')} held-out images, one conv in float at a time; most gain first):")
+    if mp["sensitivity"]:
+        print(format_table(["conv", "agreement %", "agreement gain pp", "logit SQNR dB", "SQNR gain dB"],
+                           [[r.get("conv"), r.get("agreement"), r.get("agreement_gain_pp"), _num(r.get("sqnr_db")),
+                             _num(r.get("sqnr_gain_db"))] for r in mp["sensitivity"]]))
+    else:
+        print("(none measured: the all-integer model met the target)")
+    print(f"target: {mp.get('target_text')}; kept in float: {', '.join(mp.get('float_convs') or []) or 'none'}; "
+          f"CV agreement {before.get('agreement')} -> {after.get('agreement')} %, "
+          f"logit SQNR {before.get('sqnr_db')} -> {after.get('sqnr_db')} dB")
+
+
+def _num(v):
+    return float("nan") if v is None else float(v)
 
 
 def _load_classifiers(files, threads=None):
@@ -162,6 +204,9 @@ def add_parser(sub) -> None:
     ev.add_argument("--sqnr", action="store_true", help="per-layer SQNR table of each INT8 variant")
     ev.add_argument("--sqnr-images", type=int, default=64, help="images for the SQNR table (default 64)")
     ev.add_argument("--sqnr-plot", metavar="PNG", help="draw the per-layer SQNR as a bar chart")
+    ev.add_argument("--sensitivity", metavar="REPORT.json",
+                    help="also print the per-layer sensitivity table (one conv in float at a time, beside --sqnr's per-layer SQNR) that "
+                    "`quantize --min-agreement/--max-drop` saved in its report")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--report", help="write the results as JSON to this file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
