@@ -261,6 +261,11 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
         if on_pass:
             on_pass(name, done, total)
 
+    from ..exact_conv import ExactFloat32Conv
+
+    # one kernel for the whole search: it checks each conv against numpy on its first chunk once
+    # (exact_conv.py), not on every run
+    kernel = ExactFloat32Conv()
     if fp32 is None:
         from ..evaluate import fp32_logits
 
@@ -278,17 +283,17 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
     convs = [n.name for n in fold_models[0][0].nodes if n.kind is OpKind.CONV]
     held = np.concatenate([test for _, _, test in fold_models])
 
-    def cv(names: Sequence[str], what: str) -> CVScore:
+    def cv(names: Sequence[str]) -> CVScore:
         q = np.zeros_like(fp32)
         for qm, weights, test in fold_models:
             m = with_float_convs(qm, names, weights) if names else qm
-            q[test] = reference_logits(m, pixels[test])
+            q[test] = reference_logits(m, pixels[test], kernel=kernel)
             ran[0] += len(test)
         return score(fp32[held], q[held], labels[held])
 
     t0 = time.perf_counter()
     tell("CV: all-integer", 0, 1)
-    baseline = cv((), "all-integer")
+    baseline = cv(())
     parts["baseline"] = time.perf_counter() - t0
     all_float = None
     layers: list[LayerSensitivity] = []
@@ -298,7 +303,7 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
     if not met:
         t0 = time.perf_counter()
         tell("CV: every conv in float", 0, 1)
-        all_float = cv(convs, "all float")
+        all_float = cv(convs)
         parts["all-float check"] = time.perf_counter() - t0
         if not target.holds(all_float):
             search = FloatConvSearch(target, len(items), 0, baseline, all_float, (), (), (), False, ran[0],
@@ -315,14 +320,14 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
         sub = np.concatenate(per_fold)
         base_sub = np.zeros_like(fp32)
         for (qm, _, _), idx in zip(fold_models, per_fold):
-            base_sub[idx] = reference_logits(qm, pixels[idx])
+            base_sub[idx] = reference_logits(qm, pixels[idx], kernel=kernel)
             ran[0] += len(idx)
         b = score(fp32[sub], base_sub[sub], None)
         for j, name in enumerate(convs):
             tell("sensitivity: one conv in float", j, len(convs))
             q = np.zeros_like(fp32)
             for (qm, weights, _), idx in zip(fold_models, per_fold):
-                q[idx] = reference_logits(with_float_convs(qm, [name], weights), pixels[idx])
+                q[idx] = reference_logits(with_float_convs(qm, [name], weights), pixels[idx], kernel=kernel)
                 ran[0] += len(idx)
             s = score(fp32[sub], q[sub], None)
             layers.append(LayerSensitivity(name, s.sqnr_db, s.sqnr_db - b.sqnr_db, s.agreement,
@@ -335,7 +340,7 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
         for j, s in enumerate(layers):
             tell("greedy: add convs in order of gain", j, len(layers))
             chosen = chosen + (s.conv,)
-            sc = all_float if len(chosen) == len(convs) else cv(chosen, f"{len(chosen)} float")
+            sc = all_float if len(chosen) == len(convs) else cv(chosen)
             met = target.holds(sc)
             steps.append(SearchStep(chosen, sc, met))
             if met:
