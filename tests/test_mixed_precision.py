@@ -322,3 +322,64 @@ def test_eval_prints_the_sensitivity_table_of_a_quantize_report(tmp_path, capsys
         _read_sensitivity(path)
     with pytest.raises(EdgeSqueezeError, match="no such file"):
         _read_sensitivity(tmp_path / "gone.json")
+
+
+def test_the_job_writes_files_with_the_chosen_float_convs_and_times_them(monkeypatch, tmp_path, capsys):
+    """The main job with a target: the search (here a fixed outcome, so the test does not depend on
+    a tiny model's accuracy) -> files with that conv in float, verified, timed, reported."""
+    import cv2
+    import torch
+
+    import edgesqueeze
+    from edgesqueeze.arch import squeezenet1_1_arch
+    from edgesqueeze.cli import main
+    from edgesqueeze.model import SqueezeNet
+    from edgesqueeze.quant import sensitivity
+    from edgesqueeze.quant.params import QuantizedModel
+    from edgesqueeze.quant.sensitivity import AccuracyTarget, CVScore, FloatConvSearch, SearchStep
+
+    torch.manual_seed(0)
+    model = SqueezeNet(squeezenet1_1_arch(num_classes=5))
+    torch.save(model.state_dict(), tmp_path / "own5.pth")
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), rng.integers(0, 256, (72, 72, 3), dtype=np.uint8))
+    seen = {}
+
+    def fixed(model, items, pixels, options, target, **kw):
+        seen.update(images=len(items), pixels=pixels.shape, target=target, kw=kw)
+        s = CVScore(len(items), 75.0, 20.0)
+        return FloatConvSearch(target, len(items), 2, s, s, (), (SearchStep(("fire3.expand3x3",), s, True),),
+                               ("fire3.expand3x3",), True, 0, 0.0)
+
+    monkeypatch.setattr(sensitivity, "search_float_convs", fixed)
+    small = dict(input_size=64, resize=72, verify_images=4, sqnr_images=0)
+    r = edgesqueeze.quantize(tmp_path / "own5.pth", tmp_path / "img", out=tmp_path / "e", calib_dir=tmp_path / "c",
+                             min_agreement=50, sensitivity_images=6, latency_runs=2, **small)
+    assert seen["target"] == AccuracyTarget(50.0, None) and seen["kw"]["sensitivity_images"] == 6
+    assert seen["pixels"] == (seen["images"], 64, 64, 3)  # the calibration images, never the evaluation ones
+    assert r.mixed_precision.float_convs == ("fire3.expand3x3",)
+    int8 = [f for f in r.files if f.kind == "int8"]
+    assert [f.detail for f in int8] == ["int8 + 1 float conv (x86)", "int8 + 1 float conv"]
+    assert all("-fp1-" in f.path.name for f in int8)
+    assert QuantizedModel.load(r.qparams).float_convs == ("fire3.expand3x3",)
+    assert sorted((t.format, t.threads) for t in r.mixed_precision.latency) == [
+        ("onnx", 1), ("onnx", 2), ("tflite", 1), ("tflite", 2)]
+    assert all(t.mixed_ms > 0 and t.integer_ms > 0 for t in r.mixed_precision.latency)
+    doc = json.loads(r.report.read_text())
+    assert doc["options"]["min_agreement"] == 50.0
+    assert doc["mixed_precision"]["float_convs"] == ["fire3.expand3x3"] and len(doc["mixed_precision"]["latency"]) == 4
+
+    base = ["quantize", "--weights", str(tmp_path / "own5.pth"), "--images", str(tmp_path / "img"),
+            "--input-size", "64", "--resize", "72", "--verify-images", "4", "--sqnr-images", "0", "--quiet",
+            "--formats", "tflite"]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "e2"), "--calib-dir", str(tmp_path / "c2"),
+                 "--min-agreement", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "kept in float: fire3.expand3x3" in out and "cost %" in out and "| tflite |" in out
+    # unlabelled images: --max-drop is refused before calibration, nothing written
+    assert main([*base, "--out", str(tmp_path / "e3"), "--calib-dir", str(tmp_path / "c3"), "--max-drop", "1"]) == 2
+    assert "max_drop needs a label on every calibration image" in capsys.readouterr().err
+    assert not list((tmp_path / "e3").glob("*.tflite"))

@@ -127,12 +127,12 @@ def _print_mixed(m, format_table) -> None:
     s = m.search
     print(f"\naccuracy target ({s.target.describe()}) on the 2-fold CV of the {s.calibration_images} calibration "
           f"images (calibrate on one half, measure on the other; never the evaluation images):")
-    rows = [["all-integer", s.baseline.agreement, s.baseline.sqnr_db, s.baseline.drop]]
+    rows = [["all-integer", s.baseline.agreement, s.baseline.sqnr_db, float(s.baseline.drop)]]
     if s.float_convs:
         rows.append([f"{len(s.float_convs)} conv{'s' if len(s.float_convs) != 1 else ''} in float", s.after.agreement,
-                     s.after.sqnr_db, s.after.drop])
+                     s.after.sqnr_db, float(s.after.drop)])
     if s.all_float is not None:
-        rows.append(["every conv in float", s.all_float.agreement, s.all_float.sqnr_db, s.all_float.drop])
+        rows.append(["every conv in float", s.all_float.agreement, s.all_float.sqnr_db, float(s.all_float.drop)])
     print(format_table(["CV", "top-1 agreement %", "logit SQNR dB", "drop top-1 pp"], rows))
     if s.layers:
         print(f"per-layer sensitivity ({s.sensitivity_images} held-out images, one conv in float at a time; "
