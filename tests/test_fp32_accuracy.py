@@ -48,7 +48,7 @@ def test_fp32_onnx_matches_pytorch(dc_model, dc_params, shared, tmp_path):
     assert back.input_size == 227 and back.channel_order == "BGR" and len(back.labels) == 1000
     items = read_labels_csv(shared / "imagenet" / "sample_labels.csv")[:16]
     x = np.stack([to_uint8_input(load_image(i.path), arch.preprocess) for i in items])
-    y_onnx = sess.run(None, {"pixels": x})[0]
+    y_onnx = sess.run(["logits"], {"pixels": x})[0]  # the file's outputs: "probability", "logits"
     with torch.no_grad():
         y_torch = dc_model(torch.from_numpy(normalize(x, arch.preprocess))).numpy()
     assert np.abs(y_onnx - y_torch).max() <= 1e-4
