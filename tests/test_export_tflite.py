@@ -534,3 +534,30 @@ def test_real_model_turned_to_rgb_gives_the_same_integers(dc_quantized, eval_pix
     px = pixels[:16]
     np.testing.assert_array_equal(run_int8(rgb, np.ascontiguousarray(px[..., ::-1])).logits,
                                   run_int8(dc_quantized, px).logits)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_the_job_writes_rgb_files_from_the_bgr_caffe_weights(shared, tmp_path):
+    """`quantize` on the released Caffe model (trained on BGR): the files take RGB by default,
+    their standard metadata says RGB, the saved parameters are the turned model's, and the
+    file's top-1 on the RGB crops is the integer reference's."""
+    from edgesqueeze.data import load_image, read_labels_csv, split_calibration
+    from edgesqueeze.export.tflite_metadata import read_standard_metadata
+    from edgesqueeze.job import quantize
+    from edgesqueeze.quant.params import QuantizedModel
+    from edgesqueeze.runtime import Classifier
+
+    r = quantize("squeezenet1_0-dc", out=tmp_path / "e", calib_dir=tmp_path / "c", formats=("tflite",),
+                 calib_limit=4, eval_limit=4, verify_images=4, sqnr_images=0, empirical_bias_correction=False,
+                 adaptive_rounding=False)
+    assert r.preprocess.channel_order == "RGB" and r.preprocess.mean == (123.0, 117.0, 104.0)
+    int8 = next(f.path for f in r.files if f.kind == "int8")
+    clf = Classifier.load(int8, threads=1)
+    assert clf.metadata.channel_order == "RGB"
+    assert read_standard_metadata(int8.read_bytes()).inputs[0].color_space == "RGB"
+    qm = QuantizedModel.load(r.qparams)
+    assert qm.arch.preprocess.channel_order == "RGB"
+    items = split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))[1][:6]
+    px = np.stack([clf.preprocess(load_image(i.path)) for i in items])  # BGR frames -> RGB crops
+    assert (clf.scores(px).argmax(1) == run_int8(qm, px).logits.argmax(1)).all()
