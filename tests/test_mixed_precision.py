@@ -216,7 +216,7 @@ def test_greedy_stops_at_the_first_set_that_meets_the_target(monkeypatch, target
         assert {x.conv for x in s.layers[:2]} == set(FLOAT)  # ranked first: they fix images
         assert [st.meets for st in s.steps] == [False] * (want - 1) + [True]
         assert s.after.agreement == pytest.approx(75.0 if want == 1 else 100.0)
-        assert s.all_float.agreement == pytest.approx(100.0)
+        assert s.all_float is None  # stopped before every conv was in float
     else:
         assert s.steps == () and s.layers == () and s.all_float is None  # no search when already met
     d = s.to_dict()
@@ -230,12 +230,14 @@ def test_an_impossible_target_is_refused_with_the_figures(monkeypatch):
 
     model, items, pixels, fp32 = _fake_cv(monkeypatch, 24, always_wrong=True)
     options = QuantizeOptions.make(adaptive_rounding=False, empirical_bias_correction=False)
-    with pytest.raises(TargetUnreachable, match=r"cannot be met.*25.00 % agreement.*every conv in float gives "
-                                                r"75.00 % agreement") as e:
+    with pytest.raises(TargetUnreachable, match=r"cannot be met.*25.00 % agreement.*every conv in float "
+                                                r"75.00 % agreement.*best of the 26 greedy sets") as e:
         search_float_convs(model, items, pixels, options, AccuracyTarget.make(min_agreement=80),
                            sensitivity_images=8, fp32=fp32)
     assert isinstance(e.value, OptionError)
-    assert e.value.search.steps == () and not e.value.search.met
+    search = e.value.search
+    assert not search.met and search.float_convs == () and len(search.steps) == 26  # every set measured
+    assert not any(st.meets for st in search.steps) and search.all_float.agreement == pytest.approx(75.0)
 
 
 @pytest.mark.parametrize("kw, needle", [

@@ -23,13 +23,13 @@ evaluation images are never read.
    its ties).
 3. Greedy: the convs are added in that order, and after each the whole held-out CV (every
    calibration image, once) is measured; the search stops at the first set that meets the
-   target. Before that, one run with every conv in float tells whether the target can be met at
-   all: if not, `TargetUnreachable` (an OptionError) says so with the figures, and no greedy
-   steps are run.
+   target. When even every conv in float misses it, `TargetUnreachable` (an OptionError) says
+   so with the figures (the greedy steps are not monotone: the CV moves by whole images, so a
+   partial set can meet a target that every conv in float misses, which is why every step is
+   measured).
 
 Reference runs: (convs + 1) x `sensitivity_images` images for the table, plus one pass over the
-calibration images for the baseline, the all-float check and each greedy step; `reference_images`
-counts them. The integer convs run on torch's exact float32 kernels (exact_conv.py), so this
+calibration images for the baseline and for each greedy step; `reference_images` counts them. The integer convs run on torch's exact float32 kernels (exact_conv.py), so this
 module needs torch (imported when a search runs); the module itself imports numpy only.
 """
 
@@ -158,7 +158,7 @@ class FloatConvSearch:
     calibration_images: int
     sensitivity_images: int
     baseline: CVScore  # every conv integer
-    all_float: CVScore | None  # every conv in float (None when the baseline already met the target)
+    all_float: CVScore | None  # every conv in float (None unless the greedy got that far)
     layers: tuple[LayerSensitivity, ...]  # ranked, most gain first
     steps: tuple[SearchStep, ...]
     float_convs: tuple[str, ...]  # the chosen set, in order of gain
@@ -301,19 +301,6 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
     chosen: tuple[str, ...] = ()
     met = target.holds(baseline)
     if not met:
-        t0 = time.perf_counter()
-        tell("CV: every conv in float", 0, 1)
-        all_float = cv(convs)
-        parts["all-float check"] = time.perf_counter() - t0
-        if not target.holds(all_float):
-            search = FloatConvSearch(target, len(items), 0, baseline, all_float, (), (), (), False, ran[0],
-                                     time.perf_counter() - t_start, parts)
-            raise TargetUnreachable(
-                f"the target ({target.describe()}) cannot be met by keeping convs in float: on the 2-fold CV of "
-                f"the {len(items)} calibration images the all-integer model gives {_figures(baseline)}, and even "
-                f"every conv in float gives {_figures(all_float)} (the int8 tensors between the convs stay); "
-                f"ask for at most what every conv in float reaches, or leave the option out for the all-integer "
-                f"export", search)
         # 1. sensitivity: each conv alone in float on the first sensitivity images of each fold
         t0 = time.perf_counter()
         per_fold = [test[:max(1, (n_sens + 1 - k) // 2)] for k, (_, _, test) in enumerate(fold_models)]
@@ -340,7 +327,9 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
         for j, s in enumerate(layers):
             tell("greedy: add convs in order of gain", j, len(layers))
             chosen = chosen + (s.conv,)
-            sc = all_float if len(chosen) == len(convs) else cv(chosen)
+            sc = cv(chosen)
+            if len(chosen) == len(convs):
+                all_float = sc
             met = target.holds(sc)
             steps.append(SearchStep(chosen, sc, met))
             if met:
@@ -348,6 +337,17 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
         tell("greedy: add convs in order of gain", len(layers), len(layers))
         parts["greedy"] = time.perf_counter() - t0
         n_sens = len(sub)
+        if not met:
+            search = FloatConvSearch(target, len(items), n_sens, baseline, all_float, tuple(layers), tuple(steps),
+                                     (), False, ran[0], time.perf_counter() - t_start, parts)
+            best = max(steps, key=lambda st: (st.score.agreement, -st.score.drop if np.isfinite(st.score.drop)
+                                              else 0.0, st.score.sqnr_db))
+            raise TargetUnreachable(
+                f"the target ({target.describe()}) cannot be met by keeping convs in float: on the 2-fold CV of "
+                f"the {len(items)} calibration images the all-integer model gives {_figures(baseline)}, every conv "
+                f"in float {_figures(all_float)}, and the best of the {len(steps)} greedy sets ({len(best.float_convs)} "
+                f"convs) {_figures(best.score)} (the int8 tensors between the convs stay); ask for at most what "
+                f"they reach, or leave the option out for the all-integer export", search)
     return FloatConvSearch(target, len(items), n_sens if layers else 0, baseline, all_float, tuple(layers),
                            tuple(steps), chosen, met, ran[0], time.perf_counter() - t_start, parts)
 
