@@ -17,7 +17,7 @@ all taking uint8 NHWC pixels, side by side in one run:
 With --export-dir the four edgesqueeze files are taken from that folder instead (what
 `edgesqueeze quantize` wrote) and only quantize_static's file is made.
 
-Per file: size; bundle size (`edgesqueeze.bundle.pack_bytes`, "n/a" where that module is
+Per file: size; bundle size (`edgesqueeze.formats.bundle.pack_bytes`, "n/a" where that module is
 missing); latency median and p90 at 1 and 2 threads, batch 1 — all ten (file, threads)
 runners in one timing loop (`timing.interleaved_ms`: the order rotates every round, so load
 from other jobs hits every row alike); speed-up against FP32 ONNX; top-1/top-5 on the
@@ -158,10 +158,10 @@ def export_files(export_dir: Path, arch_name: str, scheme: str = "affine") -> di
 
 
 def bundle_bytes(path: Path) -> int | None:
-    """Size of the file packed by edgesqueeze.bundle.pack_bytes; None (shown "n/a") where that
+    """Size of the file packed by edgesqueeze.formats.bundle.pack_bytes; None (shown "n/a") where that
     module is not there or refuses the file, which is said on stderr."""
     try:
-        from edgesqueeze.bundle import pack_bytes
+        from edgesqueeze.formats.bundle import pack_bytes
     except ImportError as e:
         log(f"bundle size: n/a ({e})")
         return None
@@ -524,8 +524,11 @@ def parse_args(argv):
     ap.add_argument("--peak-macs-per-cycle", type=int, default=None,
                     help="int8 MACs per cycle per core for the arithmetic limit (default: from the CPU flags)")
     ap.add_argument("--ghz", type=float, default=None, help="clock for the arithmetic limit (default: from the OS)")
+    ap.add_argument("--calib-timing-images", type=int, default=None,
+                    help="images for the calibration-time row (default 500, its target's count; fewer are "
+                    "timed and scaled to 500, and the row says so)")
     args = ap.parse_args(argv)
-    for opt in ("images", "runs", "peak_macs_per_cycle"):
+    for opt in ("images", "runs", "peak_macs_per_cycle", "calib_timing_images"):
         v = getattr(args, opt)
         if v is not None and v < 1:
             ap.error(f"--{opt.replace('_', '-')} must be at least 1, got {v}")
@@ -540,7 +543,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     settings = QUICK if args.quick else FULL
-    settings = replace(settings, eval_images=args.images or settings.eval_images, runs=args.runs or settings.runs)
+    settings = replace(settings, eval_images=args.images or settings.eval_images, runs=args.runs or settings.runs,
+                       calib_timing_images=args.calib_timing_images or settings.calib_timing_images)
 
     from edgesqueeze.errors import EdgeSqueezeError
     from edgesqueeze.export.files import check_output_path
