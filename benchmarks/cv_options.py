@@ -33,6 +33,8 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "affine-eq0.25": ("... with equalization 0.25", dict(equalize=0.25), 1.0),
     "affine-eq0.75": ("... with equalization 0.75", dict(equalize=0.75), 1.0),
     "affine-kl": ("... with KL ranges", dict(method="kl"), 1.0),
+    "affine-mse": ("... with MSE ranges", dict(method="mse"), 1.0),
+    "affine-percentile": ("... with percentile 99.99 % ranges", dict(method="percentile"), 1.0),
     "affine-half-images": ("... calibrated on half the images of each fold", {}, 0.5),
     "affine-quarter-images": ("... calibrated on a quarter of the images of each fold", {}, 0.25),
     "ristretto": ("ristretto default (KL, bias corr., empirical bias corr., adaptive rounding)",
