@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from edgesqueeze.export.onnx import Target, to_onnx, to_onnx_fp32
-    from edgesqueeze.metadata import ModelMetadata
+    from edgesqueeze.formats.metadata import ModelMetadata
     from edgesqueeze.metrics import accuracy, agreement
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from edgesqueeze.quant.reference import run_int8

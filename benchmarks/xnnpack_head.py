@@ -127,7 +127,7 @@ def load_models(qparams: Path | None):
 def head_variants(qm) -> dict[str, bytes]:
     """The INT8 graph with a CAST head, and without a head (module doc)."""
     from edgesqueeze.export import tflite as T
-    from edgesqueeze.export.tflite_metadata import STANDARD_KEY  # noqa: F401 - the shipped file has it; these do not
+    from edgesqueeze.formats.standard_metadata import STANDARD_KEY  # noqa: F401 - the shipped file has it; these do not
 
     out = {}
     for kind in ("cast", "none"):
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     from ai_edge_litert.interpreter import Interpreter
 
     from edgesqueeze.export import tflite as T
-    from edgesqueeze.metadata import ModelMetadata
+    from edgesqueeze.formats.metadata import ModelMetadata
 
     qm, arch, params, calib, verify = load_models(args.qparams)
     with tempfile.TemporaryDirectory(prefix="xnnpack-head-") as tmp:

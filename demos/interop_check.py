@@ -148,8 +148,9 @@ def run_worker(task: str, model: Path, crops: np.ndarray, k: int, work: Path, ca
 def rgb_claiming_copy(data: bytes) -> bytes:
     """The file with its TFLITE_METADATA saying RGB: rebuilt with the exporter's own builder
     (one byte differs), so the tools can be measured on a BGR file they refuse."""
-    from edgesqueeze.export.tflite_metadata import STANDARD_KEY, build_metadata_buffer, parse_metadata_buffer
-    from edgesqueeze.export.tflite_schema import read_metadata_entries
+    from edgesqueeze.export.tflite_metadata import build_metadata_buffer
+    from edgesqueeze.formats.flatbuffer import read_metadata_entries
+    from edgesqueeze.formats.standard_metadata import STANDARD_KEY, parse_metadata_buffer
 
     entry = read_metadata_entries(data)[STANDARD_KEY]
     sm = parse_metadata_buffer(entry)[0]

@@ -503,7 +503,7 @@ def _pixels(items, pre: Preprocess, on_pass: OnPass | None, name: str) -> np.nda
 
 
 def _export(arch, model, qm, names, formats, target, out_dir: Path, stem: str, verify) -> list[WrittenFile]:
-    from .metadata import ModelMetadata
+    from .formats.metadata import ModelMetadata
 
     meta_fp32 = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=tuple(names), scheme="fp32")
     files: list[WrittenFile] = []

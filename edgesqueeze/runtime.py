@@ -4,7 +4,7 @@
     for c in clf.classify(frame_bgr, top_k=5):                 # pycoral-style results
         print(c.index, c.label, f"{100 * c.score:.1f} %")
 
-Everything the runtime needs is in the file (`metadata.ModelMetadata`): labels, input size,
+Everything the runtime needs is in the file (`formats.metadata.ModelMetadata`): labels, input size,
 channel order and the resize/crop. Every file takes uint8 NHWC pixels, already resized and
 centre-cropped, in the model's channel order (`preprocess` converts OpenCV's BGR frames to the
 file's order). Outputs, told apart by name:
@@ -30,7 +30,7 @@ exported for the ARM target (int8 activations) is run with onnxruntime's
 "session.qdqisint8allowed" = 1, so its convs are integer kernels on every CPU (see
 `export.onnx.session_config`; this module does not import the writer).
 
-A file is checked before a runtime sees it (`modelfile`: a flatbuffer walk for .tflite, a
+A file is checked before a runtime sees it (`formats`: a flatbuffer walk for .tflite, a
 protobuf walk for .onnx; a native interpreter can abort the whole process on a malformed
 buffer, which Python cannot catch). Every problem with a file — not found, empty, truncated,
 not a model, no edgesqueeze metadata, an input that is not the uint8 contract, a failure on its
@@ -59,25 +59,18 @@ from typing import Sequence
 import numpy as np
 
 from .data import check_frame, to_uint8_input
-from .bundle import read_model_file
 from .errors import DataError, EdgeSqueezeError, InferenceError, ModelFileError, OptionError, missing_extra
-from .export.tflite_schema import FlatbufferError, read_metadata_entries
-from .metadata import METADATA_KEY, ModelMetadata
+from .formats.bundle import read_model_file
+from .formats.describe import ModelFileInfo, describe_model
+from .formats.files import format_of, not_a_model, parse_metadata
+from .formats.flatbuffer import FlatbufferError, read_metadata_entries
+from .formats.metadata import METADATA_KEY, ModelMetadata
+from .formats.onnx import ONNX_TARGET_KEY, check_onnx_scales, onnx_metadata_props
+from .formats.tflite import check_tflite_bytes
 from .metrics import top_k as _top_k
-from .modelfile import (ONNX_TARGET_KEY, ModelFileInfo, check_onnx_scales, check_tflite_bytes, describe_model,
-                        format_of, not_a_model, onnx_metadata_props, parse_metadata)
-# Also importable from here, where the rest of the runtime is: the suffixes, and the readers
-# tests/model_mutants.py (_varint) and camera.py's unit check (_format_of) use.
-from .modelfile import ONNX_SUFFIXES, TFLITE_SUFFIXES, _proto_fields, _varint  # noqa: F401
 
 PROBABILITY, LOGITS = "probability", "logits"  # the output roles, by tensor name
 ARM_SESSION_CONFIG = {"session.qdqisint8allowed": "1"}  # export.onnx.session_config(Target.ARM)
-_format_of = format_of
-
-
-def _read_model_bytes(path: Path) -> bytes:
-    """The model's bytes (a bundle verified and unpacked in memory); ModelFileError if unusable."""
-    return read_model_file(Path(path))[0]
 
 
 def describe(path: str | os.PathLike) -> ModelFileInfo:
@@ -561,5 +554,4 @@ def _short(e: BaseException, limit: int = 300) -> str:
 
 
 __all__ = ["Backend", "Class", "Classifier", "InferenceError", "LOGITS", "ModelFileError", "ModelFileInfo", "PROBABILITY",
-           "check_onnx_scales", "check_tflite_bytes", "describe", "get_classes", "get_scores", "log_probabilities",
-           "onnx_metadata_props"]
+           "describe", "get_classes", "get_scores", "log_probabilities"]

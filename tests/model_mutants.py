@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesqueeze.runtime import _varint
+from edgesqueeze.formats.onnx import varint as _varint
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -231,7 +231,7 @@ def test_table_and_json(run, built, tiny):
 
 
 def test_bundle_size_is_the_packed_size(run, built, tmp_path):
-    bundle = pytest.importorskip("edgesqueeze.bundle")
+    bundle = pytest.importorskip("edgesqueeze.formats.bundle")
     path = built[0][run.OURS_TFLITE]
     assert run.bundle_bytes(path) == len(bundle.pack_bytes(path.read_bytes(), name=path.name))
     junk = tmp_path / "junk.onnx"

@@ -1,4 +1,4 @@
-"""Update bundles (`edgesqueeze.bundle`, `edgesqueeze pack`): exact round trips, Classifier.load
+"""Update bundles (`edgesqueeze.formats.bundle`, `edgesqueeze pack`): exact round trips, Classifier.load
 of a bundle, every kind of damage a clear ModelFileError (never another exception), the CLI, and
 the real Deep-Compression v1.0 INT8 files' bundle sizes."""
 
@@ -17,7 +17,8 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("onnx")  # the writers (the bundle module itself never imports it)
 cv2 = pytest.importorskip("cv2")
 
-from edgesqueeze import bundle as B  # noqa: E402
+from edgesqueeze.export.bundle import default_bundle_path, pack  # noqa: E402
+from edgesqueeze.formats import bundle as B  # noqa: E402
 from edgesqueeze.cli import main  # noqa: E402
 from edgesqueeze.quant.quantize import quantize_model  # noqa: E402
 from edgesqueeze.runtime import Classifier, ModelFileError  # noqa: E402
@@ -213,12 +214,12 @@ def test_split_byte_codec_round_trips_and_checks_its_byte(packed):
 
 def test_pack_writes_the_bundle_and_refuses_non_models(tiny, packed, tmp_path):
     files, _ = tiny
-    info = B.pack(files["int8.tflite"], tmp_path / "x.esq")
+    info = pack(files["int8.tflite"], tmp_path / "x.esq")
     assert info.path.read_bytes() == packed["int8.tflite"]  # deterministic
     assert (info.name, info.model_bytes, info.bundle_bytes, info.codec) == \
         ("int8.tflite", files["int8.tflite"].stat().st_size, len(packed["int8.tflite"]), B.CODEC)
     assert info.ratio == pytest.approx(info.bundle_bytes / info.model_bytes)
-    assert B.default_bundle_path(files["int8.onnx"]).name == "int8.onnx.esq"
+    assert default_bundle_path(files["int8.onnx"]).name == "int8.onnx.esq"
     with pytest.raises(ModelFileError, match="already an edgesqueeze bundle"):
         B.pack_bytes(packed["int8.onnx"], name="x.esq")
     with pytest.raises(ModelFileError, match="looks like a PNG image"):
@@ -296,7 +297,7 @@ def test_real_v1_0_bundles(real_files, fmt, tmp_path):
     (the zero split earns its place)."""
     files, px = real_files
     model = files[fmt].read_bytes()
-    info = B.pack(files[fmt], tmp_path / "real.esq")
+    info = pack(files[fmt], tmp_path / "real.esq")
     assert B.unpack_bytes(info.path.read_bytes(), source="real") == (files[fmt].name, model)
     plain = len(lzma.compress(model, preset=9 | lzma.PRESET_EXTREME))
     assert info.bundle_bytes < plain - 10_000
@@ -307,6 +308,6 @@ def test_real_v1_0_bundles(real_files, fmt, tmp_path):
 
 @pytest.mark.xfail(strict=True, reason="a bundle under 500,000 bytes is below what any lossless codec can reach "
                    "for this model: the nonzero int8 weights carry 7.27 bits each (~378,600 bytes), their positions "
-                   "~116,000 and the rest of the file ~44,600 compressed (edgesqueeze/bundle.py's docstring)")
+                   "~116,000 and the rest of the file ~44,600 compressed (edgesqueeze/formats/bundle.py's docstring)")
 def test_real_v1_0_tflite_bundle_under_500_000_bytes(real_files, tmp_path):
-    assert B.pack(real_files[0]["tflite"], tmp_path / "real.esq").bundle_bytes < 500_000
+    assert pack(real_files[0]["tflite"], tmp_path / "real.esq").bundle_bytes < 500_000

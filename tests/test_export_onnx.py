@@ -32,7 +32,7 @@ from edgesqueeze.export.onnx import (  # noqa: E402
     to_onnx_fp32,
 )
 from edgesqueeze.graph import OpKind  # noqa: E402
-from edgesqueeze.metadata import METADATA_KEY, ModelMetadata  # noqa: E402
+from edgesqueeze.formats.metadata import METADATA_KEY, ModelMetadata  # noqa: E402
 from edgesqueeze.quant.params import QParams  # noqa: E402
 from edgesqueeze.quant.quantize import quantize_model  # noqa: E402
 from edgesqueeze.export.ops import max_score_diff  # noqa: E402

@@ -15,6 +15,7 @@ pytest.importorskip("ai_edge_litert")
 from edgesqueeze.errors import DataError  # noqa: E402
 from edgesqueeze.export import tflite as T  # noqa: E402
 from edgesqueeze.export.files import ExportError  # noqa: E402
+from edgesqueeze.formats.tflite import read_tflite_metadata, tflite_ops  # noqa: E402
 from edgesqueeze.graph import Node, OpKind  # noqa: E402
 from edgesqueeze.quant import kernels  # noqa: E402
 from edgesqueeze.quant.params import QParams  # noqa: E402
@@ -121,7 +122,7 @@ def test_head_tensor_within_one_lsb(tiny_export):
 
 def test_pool_and_conv10_padding_paths(tiny_export):
     arch, _, qm, path, _ = tiny_export
-    ops = dict(T.tflite_ops(path))
+    ops = dict(tflite_ops(path))
     pads = pool_paddings(path)
     if arch.input_size == 35:  # 15 -> 7 -> 3 -> 1: odd sizes, ceil == floor
         assert pads == ["VALID"] * 3
@@ -133,7 +134,7 @@ def test_pool_and_conv10_padding_paths(tiny_export):
 
 def test_op_versions(tiny_export):
     _, _, qm, path, report = tiny_export
-    ops = T.tflite_ops(path)
+    ops = tflite_ops(path)
     # first use first: DEQUANTIZE of the uint8 pixels (1), then of conv10's int8 output (2)
     want = [("DEQUANTIZE", 1), ("QUANTIZE", 1), ("CONV_2D", 3), ("MAX_POOL_2D", 2), ("CONCATENATION", 2),
             *([("PAD", 2)] if qm.arch.final_pad else []), ("DEQUANTIZE", 2), ("MEAN", 1), ("MUL", 1), ("SOFTMAX", 1)]
@@ -157,8 +158,8 @@ def test_io_contract(tiny_export):
 
 def test_metadata_round_trip(tiny_export):
     _, _, qm, path, _ = tiny_export
-    md = T.read_tflite_metadata(path)
-    assert md == T.read_tflite_metadata(path.read_bytes())
+    md = read_tflite_metadata(path)
+    assert md == read_tflite_metadata(path.read_bytes())
     assert md.arch == qm.arch.name and md.preprocess == qm.arch.preprocess
     assert md.labels == LABELS and md.scheme == "affine" and md.input_size == qm.arch.input_size
     assert md.calibration == {"method": "minmax", "images": 6, "split": "random test images"}  # no ranges
@@ -171,16 +172,16 @@ def test_metadata_round_trip(tiny_export):
 
 def test_read_metadata_errors(tmp_path):
     with pytest.raises(DataError, match="not a readable TFLite model"):
-        T.read_tflite_metadata(b"\x00" * 64)
+        read_tflite_metadata(b"\x00" * 64)
     with pytest.raises(DataError, match="cannot read"):
-        T.read_tflite_metadata(tmp_path / "absent.tflite")
+        read_tflite_metadata(tmp_path / "absent.tflite")
     g = T._Graph(T._schema())
     g.tensor("x", (1, 4), "FLOAT32")
     g.tensor("axes", (1,), "INT32", data=np.array([1], np.int32))
     g.tensor("y", (1,), "FLOAT32")
     g.op("MEAN", ["x", "axes"], ["y"], g.s.ReducerOptionsT(), "ReducerOptions")
     with pytest.raises(DataError, match="no 'edgesqueeze' metadata"):
-        T.read_tflite_metadata(g.pack(inputs=["x"], outputs=["y"], metadata={}, description=""))
+        read_tflite_metadata(g.pack(inputs=["x"], outputs=["y"], metadata={}, description=""))
 
 
 def test_head_keeps_exact_ties():
@@ -387,7 +388,7 @@ def test_missing_extra_named(tiny_export, monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"pip install 'edgesqueeze\[tflite\]'"):
         T.to_tflite(qm, tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
-    assert T.read_tflite_metadata(path).labels == LABELS  # reading needs no extra
+    assert read_tflite_metadata(path).labels == LABELS  # reading needs no extra
 
 
 def test_check_flatbuffer_rejects_malformed(tiny_export):
@@ -421,7 +422,8 @@ def test_export_does_not_import_tensorflow(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_export_tflite import make_tiny\n"
-        "from edgesqueeze.export.tflite import to_tflite, read_tflite_metadata\n"
+        "from edgesqueeze.export.tflite import to_tflite\n"
+        "from edgesqueeze.formats.tflite import read_tflite_metadata\n"
         "_, _, qm = make_tiny(35, 1)\n"
         f"r = to_tflite(qm, {str(tmp_path / 'm.tflite')!r})\n"
         f"read_tflite_metadata({str(tmp_path / 'm.tflite')!r})\n"
@@ -434,7 +436,7 @@ def test_export_does_not_import_tensorflow(tmp_path):
 
 
 def test_reading_metadata_needs_no_schema_module():
-    code = ("import sys\nfrom edgesqueeze.export import tflite_schema\n"
+    code = ("import sys\nfrom edgesqueeze.formats import standard_metadata, tflite\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ai_edge_litert', 'flatbuffers', 'tensorflow')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -450,7 +452,7 @@ def test_fp32_file_matches_float_reference(tmp_path, crop, final_pad, bypass):
     r = T.to_tflite_fp32(arch, params, tmp_path / "f.tflite", metadata=md)
     assert r.kind == "fp32" and all(v == 1 for _, v in r.ops)
     assert ("PAD" in dict(r.ops)) == bool(final_pad) and ("ADD" in dict(r.ops)) == (bypass != "none")
-    assert T.read_tflite_metadata(tmp_path / "f.tflite") == md
+    assert read_tflite_metadata(tmp_path / "f.tflite") == md
     images = T.synthetic_images(crop, 6, seed=11)
     got = run_tflite(tmp_path / "f.tflite", images)["probability"]
     want = softmax(float_forward(arch, params, images)["logits"])
@@ -467,7 +469,7 @@ def test_rgb_file_from_a_bgr_model_is_the_same_integer_model(tmp_path):
     what the BGR file gives on the original ones, and says RGB in both metadata entries. The
     runtime, fed the same BGR frame, gives the same probabilities from either file."""
     from edgesqueeze.export.channels import quantized_with_channel_order
-    from edgesqueeze.export.tflite_metadata import read_standard_metadata
+    from edgesqueeze.formats.standard_metadata import read_standard_metadata
     from edgesqueeze.runtime import Classifier
 
     _, _, qm = make_tiny(35, 1)
@@ -486,7 +488,7 @@ def test_rgb_file_from_a_bgr_model_is_the_same_integer_model(tmp_path):
     T.to_tflite(qm, tmp_path / "bgr.tflite")
     r = T.to_tflite(rgb, tmp_path / "rgb.tflite", verify_images=flipped)
     assert r.exact_match == 1.0 and r.top1_agreement == 1.0
-    assert T.read_tflite_metadata(tmp_path / "rgb.tflite").channel_order == "RGB"
+    assert read_tflite_metadata(tmp_path / "rgb.tflite").channel_order == "RGB"
     std = read_standard_metadata((tmp_path / "rgb.tflite").read_bytes())
     assert std.inputs[0].color_space == "RGB"
     assert read_standard_metadata((tmp_path / "bgr.tflite").read_bytes()).inputs[0].color_space == "UNKNOWN"
@@ -513,7 +515,7 @@ def test_real_deep_compression_v1_0(dc_quantized, eval_pixels, tmp_path):
     assert list(r.ops) == [("DEQUANTIZE", 1), ("QUANTIZE", 1), ("CONV_2D", 3), ("MAX_POOL_2D", 2),
                            ("CONCATENATION", 2), ("PAD", 2), ("DEQUANTIZE", 2), ("MEAN", 1), ("MUL", 1), ("SOFTMAX", 1)]
     assert pool_paddings(path) == ["VALID"] * 3  # 111 -> 55 -> 27 -> 13: odd sizes
-    md = T.read_tflite_metadata(path)
+    md = read_tflite_metadata(path)
     assert len(md.labels) == 1000 and md.channel_order == "BGR" and md.input_size == 227
     assert "ranges" not in md.calibration and md.calibration["images"] == 32
     probs = run_tflite(path, pixels[:16])["probability"]
@@ -543,7 +545,7 @@ def test_the_job_writes_rgb_files_from_the_bgr_caffe_weights(shared, tmp_path):
     their standard metadata says RGB, the saved parameters are the turned model's, and the
     file's top-1 on the RGB crops is the integer reference's."""
     from edgesqueeze.data import load_image, read_labels_csv, split_calibration
-    from edgesqueeze.export.tflite_metadata import read_standard_metadata
+    from edgesqueeze.formats.standard_metadata import read_standard_metadata
     from edgesqueeze.job import quantize
     from edgesqueeze.quant.params import QuantizedModel
     from edgesqueeze.runtime import Classifier

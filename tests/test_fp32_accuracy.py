@@ -37,7 +37,7 @@ def test_fp32_onnx_matches_pytorch(dc_model, dc_params, shared, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from edgesqueeze.export.onnx import to_onnx_fp32
-    from edgesqueeze.metadata import METADATA_KEY, ModelMetadata
+    from edgesqueeze.formats.metadata import METADATA_KEY, ModelMetadata
 
     arch, params = dc_params
     meta = ModelMetadata(arch=arch.name, preprocess=arch.preprocess, labels=tuple(f"c{i}" for i in range(1000)))

@@ -177,8 +177,8 @@ def test_real_v1_0_mutants_load_or_fail_cleanly(real_files, fmt, tmp_path, tmp_p
 
 def _standard_regions(buf: bytes) -> tuple[tuple[int, int], tuple[int, int]]:
     """(start, end) of the TFLITE_METADATA buffer and of the labels zip after the flatbuffer."""
-    from edgesqueeze.export.tflite_metadata import STANDARD_KEY, read_associated_files
-    from edgesqueeze.export.tflite_schema import read_metadata_entries
+    from edgesqueeze.formats.flatbuffer import read_metadata_entries
+    from edgesqueeze.formats.standard_metadata import STANDARD_KEY, read_associated_files
 
     entry = read_metadata_entries(buf)[STANDARD_KEY]
     assert buf.count(entry) == 1
@@ -697,7 +697,8 @@ def test_onnx_quantization_scales_are_checked_before_onnxruntime(tiny_files, tmp
     import onnx
     from onnx import numpy_helper
 
-    from edgesqueeze.runtime import ModelFileError, check_onnx_scales
+    from edgesqueeze.errors import ModelFileError
+    from edgesqueeze.formats.onnx import check_onnx_scales
 
     m = onnx.load(tiny_files["onnx"])
     check_onnx_scales(m.SerializeToString())  # the good file passes

@@ -20,7 +20,7 @@ pytest.importorskip("ai_edge_litert")
 
 from edgesqueeze.arch import Preprocess  # noqa: E402
 from edgesqueeze.cli import main  # noqa: E402
-from edgesqueeze.metadata import ModelMetadata  # noqa: E402
+from edgesqueeze.formats.metadata import ModelMetadata  # noqa: E402
 from edgesqueeze.quant.quantize import quantize_model  # noqa: E402
 from edgesqueeze.runtime import ModelFileError, describe  # noqa: E402
 from test_quant import minmax_ranges, tiny_arch, tiny_params  # noqa: E402
@@ -36,7 +36,7 @@ RGB_PRE = Preprocess(style="torchvision", channel_order="RGB", resize=40, crop=3
 def files(tmp_path_factory):
     """{name: path}: a tiny SqueezeNet (10 classes, 35x35 BGR, caffe-style) as INT8 TFLite,
     INT8 ONNX, the TFLite file's update bundle, and an FP32 ONNX file with an RGB contract."""
-    from edgesqueeze.bundle import pack
+    from edgesqueeze.export.bundle import pack
     from edgesqueeze.export.onnx import to_onnx, to_onnx_fp32
     from edgesqueeze.export.tflite import to_tflite
 

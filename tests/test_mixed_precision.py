@@ -104,7 +104,7 @@ def test_reference_float_conv_matches_a_float64_conv_within_one_lsb(tiny):
 
 def _tflite_conv_input_types(path) -> list[str]:
     """The input tensor type of every CONV_2D operator in the file, in operator order."""
-    from edgesqueeze.export.tflite_metadata import _schema
+    from edgesqueeze.formats.tflite import _schema
 
     s = _schema()
     m = s.Model.GetRootAs(path.read_bytes(), 0)

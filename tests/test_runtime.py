@@ -26,7 +26,7 @@ from edgesqueeze.cli import main  # noqa: E402
 from edgesqueeze.data import to_uint8_input  # noqa: E402
 from edgesqueeze.errors import DataError, EdgeSqueezeError, OptionError  # noqa: E402
 from edgesqueeze.graph import OUTPUT  # noqa: E402
-from edgesqueeze.metadata import ModelMetadata  # noqa: E402
+from edgesqueeze.formats.metadata import ModelMetadata  # noqa: E402
 from edgesqueeze.quant.quantize import quantize_model  # noqa: E402
 from edgesqueeze.quant.reference import run_int8  # noqa: E402
 from edgesqueeze.runtime import (  # noqa: E402

@@ -21,6 +21,8 @@ from flatbuffers.table import Table  # noqa: E402
 from edgesqueeze.errors import DataError  # noqa: E402
 from edgesqueeze.export import tflite as T  # noqa: E402
 from edgesqueeze.export import tflite_metadata as TM  # noqa: E402
+from edgesqueeze.formats import standard_metadata as SM  # noqa: E402
+from edgesqueeze.formats.tflite import read_tflite_metadata  # noqa: E402
 from edgesqueeze.export.files import ExportError  # noqa: E402
 from edgesqueeze.runtime import Classifier  # noqa: E402
 from test_export_tflite import LABELS, make_tiny, run_tflite  # noqa: E402
@@ -174,7 +176,7 @@ def test_rgb_file_says_rgb(tmp_path):
     props = image.table(TMD["content"]).table(CONTENT["content_properties"])
     assert props.scalar(0, N.Int8Flags) == RGB
     assert "BGR" not in image.string(TMD["description"])
-    assert T.read_tflite_metadata(path).channel_order == "RGB"  # the project's own entry stays
+    assert read_tflite_metadata(path).channel_order == "RGB"  # the project's own entry stays
 
 
 def test_labels_zip_is_stored_after_the_flatbuffer(tiny_int8):
@@ -225,11 +227,11 @@ def test_litert_outputs_identical_without_the_zip_and_without_standard_metadata(
 def test_own_reader_round_trip(tiny_int8, tmp_path):
     qm, path, _ = tiny_int8
     sm = TM.standard_metadata(T.int8_metadata(qm), 10)
-    assert TM.read_standard_metadata(path) == sm == TM.parse_metadata_buffer(TM.build_metadata_buffer(sm))[0]
+    assert SM.read_standard_metadata(path) == sm == SM.parse_metadata_buffer(TM.build_metadata_buffer(sm))[0]
     assert sm.inputs[0].color_space == "UNKNOWN" and sm.outputs[0].files[0].type == "TENSOR_AXIS_LABELS"
-    assert TM.read_associated_files(path.read_bytes())[1] == {"labels.txt": TM.labels_text(LABELS)}
+    assert SM.read_associated_files(path.read_bytes())[1] == {"labels.txt": TM.labels_text(LABELS)}
     _, _, rgb = rgb_fp32(tmp_path)
-    assert TM.read_standard_metadata(rgb).inputs[0].color_space == "RGB"
+    assert SM.read_standard_metadata(rgb).inputs[0].color_space == "RGB"
 
 
 def test_export_check_accepts_the_file_and_rejects_broken_appended_bytes(tiny_int8):
@@ -277,8 +279,8 @@ def test_labels_must_stay_one_per_line_and_one_per_class(tmp_path):
 def test_no_labels_no_label_file(tmp_path):
     _, _, path = rgb_fp32(tmp_path, labels=())
     data = path.read_bytes()
-    assert b"PK\x05\x06" not in data[-22:] and TM.read_associated_files(data) == (len(data), {})
-    sm = TM.read_standard_metadata(path)
+    assert b"PK\x05\x06" not in data[-22:] and SM.read_associated_files(data) == (len(data), {})
+    sm = SM.read_standard_metadata(path)
     assert sm.outputs[0].name == "probability" and sm.outputs[0].files == ()
     assert "No class names were given" in sm.outputs[0].description
     T.check_flatbuffer(data)
@@ -290,11 +292,11 @@ def test_read_standard_metadata_errors(tiny_int8):
     entry = model_entries(data)["TFLITE_METADATA"]
     at = data.index(entry)
     with pytest.raises(DataError, match="TFLITE_METADATA' metadata is malformed.*M001"):
-        TM.read_standard_metadata(data[:at + 4] + b"X001" + data[at + 8:])
+        SM.read_standard_metadata(data[:at + 4] + b"X001" + data[at + 8:])
     g = T._Graph(T._schema())
     g.tensor("x", (1, 4), "FLOAT32")
     g.tensor("axes", (1,), "INT32", data=np.array([1], np.int32))
     g.tensor("y", (1,), "FLOAT32")
     g.op("MEAN", ["x", "axes"], ["y"], g.s.ReducerOptionsT(), "ReducerOptions")
     with pytest.raises(DataError, match="no 'TFLITE_METADATA' metadata"):
-        TM.read_standard_metadata(g.pack(inputs=["x"], outputs=["y"], metadata={}, description=""))
+        SM.read_standard_metadata(g.pack(inputs=["x"], outputs=["y"], metadata={}, description=""))

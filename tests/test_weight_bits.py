@@ -166,7 +166,8 @@ def test_validate_refuses_weights_off_the_declared_grid(tiny):
 def test_six_bit_tflite_matches_the_integer_reference(tiny, tmp_path):
     pytest.importorskip("ai_edge_litert")
     from edgesqueeze.export.ops import max_score_diff
-    from edgesqueeze.export.tflite import read_tflite_metadata, to_tflite
+    from edgesqueeze.export.tflite import to_tflite
+    from edgesqueeze.formats.tflite import read_tflite_metadata
     from test_export_tflite import run_tflite
 
     arch = tiny[0]
@@ -199,7 +200,7 @@ def test_six_bit_onnx_matches_the_integer_reference(tiny, tmp_path):
 @pytest.mark.slow
 def test_real_v1_0_at_six_bits_packs_under_half_a_megabyte(dc_model, dc_split, eval_pixels, tmp_path):
     pytest.importorskip("ai_edge_litert")
-    from edgesqueeze.bundle import pack_bytes
+    from edgesqueeze.formats.bundle import pack_bytes
     from edgesqueeze.export.tflite import to_tflite
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from edgesqueeze.runtime import Classifier

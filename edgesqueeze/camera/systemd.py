@@ -35,11 +35,12 @@ def systemd_quote(arg: str) -> str:
 def unit_model(option: str, path: str) -> str:
     """The absolute path of a model file that exists and is a .tflite/.onnx model (its bytes are
     checked as Classifier.load checks them, without loading a runtime): ModelFileError if not."""
-    from ..runtime import _format_of, _read_model_bytes
+    from ..formats.bundle import read_model_file
+    from ..formats.files import format_of
 
     p = Path(path).expanduser().absolute()
     try:
-        _format_of(p, _read_model_bytes(p))
+        format_of(p, read_model_file(p)[0])
     except DataError as e:
         raise type(e)(f"{option}: {e}") from None
     return str(p)

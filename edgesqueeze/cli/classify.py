@@ -53,8 +53,8 @@ def cmd_classify(args) -> int:
 
 
 def cmd_pack(args) -> int:
-    """Write the update bundle of one model file (edgesqueeze.bundle): atomic, verified."""
-    from ..bundle import pack
+    """Write the update bundle of one model file (export/bundle.py): atomic, verified."""
+    from ..export.bundle import pack
 
     info = pack(args.model, args.out)
     print(f"{args.model}: {info.model_bytes:,} bytes")

@@ -5,7 +5,7 @@ torch.onnx — and `to_onnx` writes the INT8 model (QDQ format) from a `Quantize
 parameters — never onnxruntime's quantizer — so both files are built by the same walk over the
 same graph (`edgesqueeze.graph.lower`) with the same op table (`ops.OPS`).
 
-Input contract, the same for both files (metadata.py): one input "pixels", uint8, NHWC
+Input contract, the same for both files (formats/metadata.py): one input "pixels", uint8, NHWC
 [N, S, S, 3] with S = the arch's crop size and channels in the arch's channel order (a camera
 frame after resize and centre crop, no normalisation); two outputs, float32 [N, classes]:
 "probability", the softmax of "logits", and "logits" itself (export/ops.py says why both; the
@@ -77,7 +77,7 @@ import numpy as np
 from ..arch import Arch
 from ..errors import DataError, missing_extra
 from ..graph import INPUT, OUTPUT, Node, OpKind, lower
-from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
+from ..formats.metadata import METADATA_KEY, ModelMetadata, int8_metadata
 from ..quant.params import QParams, QuantizedModel, parse_enum, validate
 from .files import ExportError, atomic_output, check_output_path
 from .ops import (FLOAT_CONV_MIN_LSB_MATCH, FLOAT_CONV_MIN_TOP1, OPS, PROBABILITY, check_supported,

@@ -3,18 +3,15 @@
 The files are built directly with the TFLite flatbuffer schema (the generated builders that
 `ai-edge-litert` ships as `ai_edge_litert.schema_py_generated`, packed by the `flatbuffers`
 package) from the lowered graph (`edgesqueeze.graph`) — no TensorFlow, no converter. Writing is
-a workstation step and needs the `[tflite]` extra; reading a file's metadata back
-(`read_tflite_metadata`, in `tflite_metadata.py` with the other read-side helpers) needs nothing
-but the Python standard library.
+a workstation step and needs the `[tflite]` extra; reading a file back (`formats.tflite`:
+`read_tflite_metadata`, `tflite_ops`) needs no writer.
 
     to_tflite(qm, path, verify_images=None) -> ExportReport         # INT8, verified
     to_tflite_fp32(arch, params, path, metadata=...) -> ExportReport  # FP32 baseline
-    read_tflite_metadata(path_or_bytes) -> ModelMetadata
-    tflite_ops(path_or_bytes) -> [(op name, version), ...]
 
 INT8 graph (one subgraph, batch fixed at 1: input [1, S, S, 3]):
 
-    pixels  uint8 [1,S,S,3], scale 1, zero point 0   (the runtime's input contract, metadata.py)
+    pixels  uint8 [1,S,S,3], scale 1, zero point 0   (the runtime's input contract, formats/metadata.py)
     DEQUANTIZE -> float32 pixel values, QUANTIZE -> int8, scale 1, zero point -128
              (q = pixel - 128: exact; XNNPACK takes these two, not a uint8 -> int8 QUANTIZE)
     CONV_2D  int8 in/out; weights int8 OHWI, symmetric per output channel (quantized_dimension
@@ -121,14 +118,14 @@ import numpy as np
 from ..arch import Arch, pool_output_size
 from ..errors import DataError, missing_extra
 from ..graph import INPUT, OUTPUT, Node, OpKind, lower
-from ..metadata import METADATA_KEY, ModelMetadata, int8_metadata
+from ..formats.flatbuffer import FILE_IDENTIFIER, SCHEMA_VERSION
+from ..formats.metadata import METADATA_KEY, ModelMetadata, int8_metadata
+from ..formats.standard_metadata import STANDARD_KEY, read_associated_files, standard_metadata_problems
+from ..formats.tflite import _schema
 from .files import ExportError, atomic_output, check_output_path
 from .ops import (FLOAT_CONV_MIN_LSB_MATCH, FLOAT_CONV_MIN_TOP1, OPS, PROBABILITY, check_supported,
                   float_conv_score_diff, max_score_diff)
-from .tflite_metadata import (STANDARD_KEY, _schema, append_associated_files, associated_files,
-                              build_metadata_buffer, read_associated_files, read_tflite_metadata,
-                              standard_metadata, standard_metadata_problems, tflite_ops)
-from .tflite_schema import FILE_IDENTIFIER, SCHEMA_VERSION
+from .tflite_metadata import append_associated_files, associated_files, build_metadata_buffer, standard_metadata
 
 PIXELS = "pixels"  # the uint8 input's name
 SIGNATURE_KEY = "serving_default"
@@ -694,7 +691,7 @@ def check_flatbuffer(buf: bytes) -> None:
 
     A zip archive after the flatbuffer (the associated files) is cut off first, and the model
     must parse from the bytes before it alone. A "TFLITE_METADATA" entry must read back
-    (`tflite_metadata.standard_metadata_problems`): one subgraph with as many inputs and
+    (`formats.standard_metadata.standard_metadata_problems`): one subgraph with as many inputs and
     outputs as the model, every associated file in the archive, stored uncompressed, a label
     file with one line per class."""
     s = _schema()
@@ -1020,6 +1017,6 @@ __all__ = [
     "ExportReport", "MIN_HEAD_WITHIN_1_LSB", "MIN_TOP1_AGREEMENT", "PIXELS", "PROBABILITY", "SUPPORTED",
     "Delegation", "build_tflite", "build_tflite_fp32", "check_flatbuffer", "conv_padding", "fp32_metadata", "head_weight_scales",
     "max_score_diff",
-    "op_version", "pool_padding", "read_tflite_metadata", "runtime_version", "synthetic_images",
-    "tflite_ops", "to_tflite", "to_tflite_fp32", "xnnpack_delegation",
+    "op_version", "pool_padding", "runtime_version", "synthetic_images",
+    "to_tflite", "to_tflite_fp32", "xnnpack_delegation",
 ]

@@ -42,7 +42,7 @@ Fewer weight levels (`weight_bits` b in 4..8, default 8). The weights are rounde
 symmetric b-bit grid [-(2^(b-1)-1), 2^(b-1)-1] with scale max|w[o]| / (2^(b-1)-1) per channel
 (ristretto: 2**-(b - il) per layer) and still stored as int8, so the TFLite/ONNX files, their
 kernels and the integer reference are unchanged; only the set of values in the weight tensors
-shrinks. That is what makes the update bundle smaller (edgesqueeze/bundle.py: the lossless floor
+shrinks. That is what makes the update bundle smaller (edgesqueeze/formats/bundle.py: the lossless floor
 for the released v1.0 at 8 bits is ~539 KB, because its nonzero weights carry ~7.3 bits each);
 the Deep-Compression paper's 0.47 MB SqueezeNet is likewise the 6-bit one. Bias correction uses
 the dequantized weights, so it corrects the larger rounding error of fewer bits as well. The

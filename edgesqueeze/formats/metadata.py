@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .version import __version__
-from .arch import Preprocess
-from .errors import DataError
+from ..version import __version__
+from ..arch import Preprocess
+from ..errors import DataError
 
 METADATA_KEY = "edgesqueeze"
 PIXEL_FORMAT = "uint8 NHWC, resized (bilinear, cv2.INTER_LINEAR_EXACT) and centre-cropped, no normalisation"

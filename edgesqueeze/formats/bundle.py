@@ -1,7 +1,7 @@
 """Update bundles: one exported model file, losslessly compressed, with a checked manifest.
 
-    edgesqueeze pack export/squeezenet1_0-affine-int8.tflite    # -> ...tflite.esq
-    Classifier.load("squeezenet1_0-affine-int8.tflite.esq")       # verified, unpacked in memory
+    pack_bytes(model bytes, name="m.tflite") -> bundle bytes      # export/bundle.py writes the file
+    read_model_file("m.tflite.esq") -> (model bytes, what the bundle held)   # verified, in memory
 
 numpy + the standard library only (a board unpacks it; no torch, no onnx). A bundle is
 
@@ -67,16 +67,16 @@ import json
 import lzma
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError
-from .export.tflite_schema import FILE_IDENTIFIER, FlatbufferError, read_metadata_entries
+from ..errors import ModelFileError
+from .files import looks_like, parse_metadata, read_file_bytes
+from .flatbuffer import FILE_IDENTIFIER, FlatbufferError, read_metadata_entries
 from .metadata import METADATA_KEY
-from .modelfile import (MODEL_FILE_HINT, _looks_like, check_tflite_bytes, onnx_metadata_props, parse_metadata,
-                        read_file_bytes)
+from .onnx import onnx_metadata_props
+from .tflite import check_tflite_bytes
 
 MAGIC = b"\x89ESQ\r\n\x1a\n"
 BUNDLE_SUFFIX = ".esq"  # appended to the model's own name: model.tflite -> model.tflite.esq
@@ -97,23 +97,6 @@ _FIX = "re-download or copy the bundle again, or re-run `edgesqueeze pack` on th
 class BundleError(ModelFileError):
     """An update bundle cannot be used: not a bundle, truncated, corrupt, or of a newer format.
     The message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """What `pack` wrote."""
-
-    path: Path  # the bundle
-    name: str  # the model file's name inside it
-    model_bytes: int
-    bundle_bytes: int
-    sha256: str  # of the unpacked model file
-    codec: str
-
-    @property
-    def ratio(self) -> float:
-        """bundle size / model size."""
-        return self.bundle_bytes / self.model_bytes
 
 
 def is_bundle(data: bytes) -> bool:
@@ -189,7 +172,7 @@ def _model_summary(model: bytes, source: str) -> tuple[str, dict | None]:
         try:
             text = onnx_metadata_props(model).get(METADATA_KEY)
         except ValueError as e:
-            what = _looks_like(model)
+            what = looks_like(model)
             raise ModelFileError(f"{source}: neither a TFLite nor an ONNX model ("
                                  f"{f'it looks like {what}' if what else e}); give a .tflite or .onnx "
                                  "file written by `edgesqueeze quantize`") from None
@@ -225,34 +208,6 @@ def pack_bytes(model: bytes, *, name: str, source: str | None = None) -> bytes:
         "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "metadata": summary}, sort_keys=True).encode("utf-8")
     return _HEADER.pack(MAGIC, len(manifest), hashlib.sha256(manifest).digest()) + manifest + payload
-
-
-def default_bundle_path(model_path: str | os.PathLike) -> Path:
-    """model.tflite -> model.tflite.esq (the model's own suffix stays visible)."""
-    p = Path(model_path)
-    return p.with_name(p.name + BUNDLE_SUFFIX)
-
-
-def pack(model_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> BundleInfo:
-    """Write the bundle of `model_path` to `out_path` (default: model_path + ".esq"), atomically:
-    it is unpacked and compared with the model before it is moved into place, so a failure
-    leaves nothing behind. Refuses to write over the model itself."""
-    from .export.files import atomic_output  # standard library only; the writers are not imported
-
-    src = Path(model_path)
-    out = default_bundle_path(src) if out_path is None else Path(out_path)
-    model = read_file_bytes(src, MODEL_FILE_HINT)  # ModelFileError: not found, empty or unreadable
-    if out.exists() and (out.resolve() == src.resolve() or os.path.samefile(out, src)):
-        raise ModelFileError(f"{out}: is the model file itself; give another output path (default: "
-                             f"{default_bundle_path(src)})")
-    bundle = pack_bytes(model, name=src.name, source=str(src))
-    with atomic_output(out) as tmp:
-        tmp.write_bytes(bundle)
-        name, back = unpack_bytes(tmp.read_bytes(), source=str(out))
-        if back != model or name != src.name:  # pragma: no cover - the codec is lossless
-            raise ModelFileError(f"{out}: the bundle did not unpack to {src}; nothing was written")
-    return BundleInfo(path=out, name=src.name, model_bytes=len(model), bundle_bytes=len(bundle),
-                      sha256=hashlib.sha256(model).hexdigest(), codec=read_manifest(bundle, source=str(out))[0]["codec"])
 
 
 # ---------------------------------------------------------------- unpacking
@@ -338,5 +293,5 @@ def unpack_bytes(data: bytes, *, source: str) -> tuple[str, bytes]:
     return m["name"], model
 
 
-__all__ = ["BUNDLE_SUFFIX", "BundleError", "BundleInfo", "CODEC", "MAGIC", "default_bundle_path", "is_bundle",
-           "pack", "pack_bytes", "read_manifest", "read_model_file", "unpack_bytes"]
+__all__ = ["BUNDLE_SUFFIX", "BundleError", "CODEC", "CODEC_BYTE", "MAGIC", "is_bundle", "pack_bytes", "read_manifest",
+           "read_model_file", "split_byte", "unpack_bytes"]
