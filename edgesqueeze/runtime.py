@@ -146,8 +146,12 @@ def log_probabilities(values: np.ndarray) -> np.ndarray:
     return (x - np.log(np.exp(x).sum(axis=-1, keepdims=True))).astype(np.float32)
 
 
+_TINY = np.finfo(np.float32).tiny
+
+
 def _log(probabilities: np.ndarray) -> np.ndarray:
-    return np.maximum(np.log(np.maximum(probabilities, np.finfo(np.float32).tiny)), _LOG_TINY).astype(np.float32)
+    out = np.log(np.maximum(probabilities, _TINY))  # a new array: the rest works in place
+    return np.maximum(out, _LOG_TINY, out=out).astype(np.float32, copy=False)
 
 
 def get_classes(scores_row: np.ndarray, labels: Sequence[str], top_k: int = 5) -> list[Class]:
@@ -158,11 +162,38 @@ def get_classes(scores_row: np.ndarray, labels: Sequence[str], top_k: int = 5) -
         row = row[0]
     if row.ndim != 1:
         raise DataError(f"get_classes takes one row of scores, got shape {row.shape}")
+    return _classes(row, labels, _check_top_k(top_k))
+
+
+def _check_top_k(top_k) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise OptionError(f"top_k must be a positive integer, got {top_k!r}")
-    k = min(int(top_k), row.shape[0])
-    idx = _top_k(row, k)[0]
-    return [Class(int(i), str(labels[i]) if i < len(labels) else str(int(i)), float(row[i])) for i in idx]
+    return int(top_k)
+
+
+def _top_indices(row: np.ndarray, k: int) -> np.ndarray:
+    """`metrics.top_k(row, k)[0]` (best first, ties to the lower index) without sorting the whole
+    row: a partition finds the k-th best score t, the candidates are every index above t and the
+    lowest-index ones equal to t, and only those k are sorted (stably, so ties stay in index
+    order). A row with NaN (the partition cannot rank it) takes the full sort."""
+    n = row.shape[0]
+    if row.dtype.kind != "f":
+        row = row.astype(np.float64)  # as metrics.top_k compares them
+    if k < n:
+        t = row[np.argpartition(row, n - k)[n - k:]].min()
+        above = np.flatnonzero(row > t)
+        cand = np.concatenate((above, np.flatnonzero(row == t)[:k - len(above)]))
+        if len(cand) == k:
+            return cand[np.argsort(-row[cand], kind="stable")]
+    return _top_k(row, k)[0]
+
+
+def _classes(row: np.ndarray, labels: Sequence[str], k: int) -> list[Class]:
+    """get_classes for a checked 1-D row and a checked k."""
+    idx = _top_indices(row, min(k, row.shape[0]))
+    n_labels = len(labels)
+    return [Class(i, str(labels[i]) if i < n_labels else str(i), s)
+            for i, s in zip(idx.tolist(), row[idx].astype(np.float64).tolist())]
 
 
 # ---------------------------------------------------------------- runtimes
@@ -470,11 +501,15 @@ class Classifier:
                 raise self._run_failed(e) from None
             self._per_thread.ms = (time.perf_counter() - t0) * 1000.0
             self._has_run = True
-        out = tuple(None if o is None else np.asarray(o, dtype=np.float32).reshape(len(x), -1) for o in out)
-        if not all(o is None or np.isfinite(o).all() for o in out):  # valid files: finite for every uint8 input
-            raise ModelFileError(f"{self.path}: the model gives non-finite outputs (NaN or inf), so a scale or "
-                                 "weight in the file is corrupt; re-export it or copy it again")
-        return out
+        n = len(x)
+        probs, logits = (None if o is None else np.asarray(o, dtype=np.float32).reshape(n, -1) for o in out)
+        # valid files give finite outputs for every uint8 input; a finite sum proves every value
+        # finite (an inf or NaN makes the sum inf or NaN), and only a non-finite sum is looked at
+        for o in (probs, logits):
+            if o is not None and not np.isfinite(o.sum()) and not np.isfinite(o).all():
+                raise ModelFileError(f"{self.path}: the model gives non-finite outputs (NaN or inf), so a scale or "
+                                     "weight in the file is corrupt; re-export it or copy it again")
+        return probs, logits
 
     def _run_failed(self, e: Exception) -> EdgeSqueezeError:
         """The error for an exception from the backend's run. The pixels were checked, so on a
@@ -491,8 +526,9 @@ class Classifier:
 
     def classify(self, frame_bgr: np.ndarray, top_k: int = 5) -> list[Class]:
         """The top_k classes of one BGR frame, best first, with their probabilities."""
-        scores = self.scores(self.preprocess(frame_bgr))
-        return get_classes(scores[0], self.labels, top_k)
+        pixels = self.preprocess(frame_bgr)
+        k = _check_top_k(top_k)
+        return _classes(self.scores(pixels)[0], self.labels, k)
 
     def classify_batch(self, frames: Sequence[np.ndarray], top_k: int = 5) -> list[list[Class]]:
         """classify() of each frame; ONNX runs them as one batch, TFLite one by one."""
@@ -504,11 +540,14 @@ class Classifier:
         pixels = [self.preprocess(f, source=f"frame {i}") for i, f in enumerate(frames)]
         if not pixels:
             return []
+        k = _check_top_k(top_k)
         scores = self.scores(np.stack(pixels))
-        return [get_classes(row, self.labels, top_k) for row in scores]
+        return [_classes(row, self.labels, k) for row in scores]
 
     def _check_pixels(self, pixels) -> np.ndarray:
-        s = self.input_size
+        s = self.metadata.preprocess.crop
+        if type(pixels) is np.ndarray and pixels.dtype == np.uint8 and pixels.shape == (s, s, 3):
+            return np.ascontiguousarray(pixels[None])  # one image: the usual call
         want = f"uint8 (N, {s}, {s}, 3) or ({s}, {s}, 3) pixels in {self.metadata.channel_order} order " \
                "(Classifier.preprocess makes them from a frame)"
         if pixels is None or not isinstance(pixels, np.ndarray):
