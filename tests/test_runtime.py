@@ -274,6 +274,22 @@ def test_get_classes_ties_go_to_the_lower_index_and_unlabelled_classes_get_their
         get_classes(np.ones(4), (), top_k=0)
 
 
+def test_get_classes_is_metrics_top_k_on_rows_with_ties_nan_and_inf():
+    from edgesqueeze.metrics import top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 1001))
+        row = (rng.integers(0, 40, n) / 7).astype((np.float32, np.float64, np.float16)[trial % 3])
+        if trial % 5 == 0:
+            row[rng.random(n) < 0.05] = (np.nan, np.inf, -np.inf)[trial % 3]
+        k = int(rng.integers(1, 12))
+        got = get_classes(row, (), top_k=k)
+        want = top_k(row, min(k, n))[0]
+        assert [c.index for c in got] == want.tolist()
+        assert [c.score for c in got] == [float(row[i]) for i in want]
+
+
 @pytest.mark.parametrize("name", ["int8-x86.onnx", "int8.tflite", "fp32.tflite"])
 def test_classify_returns_sorted_top_k_probabilities(clfs, frames, name):
     clf = clfs[name]
