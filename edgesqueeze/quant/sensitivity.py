@@ -346,8 +346,8 @@ def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, targ
                 f"the target ({target.describe()}) cannot be met by keeping convs in float: on the 2-fold CV of "
                 f"the {len(items)} calibration images the all-integer model gives {_figures(baseline)}, every conv "
                 f"in float {_figures(all_float)}, and the best of the {len(steps)} greedy sets ({len(best.float_convs)} "
-                f"convs) {_figures(best.score)} (the int8 tensors between the convs stay); ask for at most what "
-                f"they reach, or leave the option out for the all-integer export", search)
+                f"convs: {', '.join(best.float_convs)}) {_figures(best.score)} (the int8 tensors between the convs "
+                f"stay); ask for at most what they reach, or leave the option out for the all-integer export", search)
     return FloatConvSearch(target, len(items), n_sens if layers else 0, baseline, all_float, tuple(layers),
                            tuple(steps), chosen, met, ran[0], time.perf_counter() - t_start, parts)
 
