@@ -559,7 +559,13 @@ def main(argv=None) -> int:
                                                                               settings.eval_images)
         machine = machine_info()
         log(f"{machine['cpu']}; {len(calib)} calibration and {len(evals)} evaluation images from {csv}")
-        pixels = onnx_latency.load_pixels(evals, arch.preprocess)
+        pre = arch.preprocess
+        if args.export_dir is not None:
+            # the job's files preprocess as their metadata says (RGB by default for the Caffe weights)
+            from edgesqueeze.formats.tflite import read_tflite_metadata
+
+            pre = read_tflite_metadata(export_files(args.export_dir, arch.name)[OURS_TFLITE]).preprocess
+        pixels = onnx_latency.load_pixels(evals, pre)
         truth = np.array([i.label for i in evals])
 
         out_dir, tmp = onnx_latency.output_dir(args.out_dir, "edgesqueeze-run-")
@@ -567,7 +573,7 @@ def main(argv=None) -> int:
             if args.export_dir is not None:
                 files = export_files(args.export_dir, arch.name)
                 files[PEER] = out_dir / FILE_NAMES[PEER]
-                t_peer = make_peer(files[FP32_ONNX], files[PEER], calib, arch.preprocess)
+                t_peer = make_peer(files[FP32_ONNX], files[PEER], calib, pre)
                 made = {"source": f"ours from {args.export_dir} (`edgesqueeze quantize`, calibrated as its "
                                   f"metadata says); quantize_static made in this run, calibrated on {len(calib)} "
                                   "calibration-split images", "calibration_images": len(calib),
