@@ -47,6 +47,7 @@ import numpy as np
 from .arch import Arch, Preprocess, override_preprocess
 from .errors import DataError, OptionError
 from .metrics import Accuracy
+from .latency_cost import Latency, latency_cost
 from .sysinfo import peak_rss_mb, reset_peak_rss
 
 Format = Literal["onnx", "tflite"]
@@ -113,30 +114,6 @@ class MixedPrecision:
 
     def to_dict(self) -> dict:
         return {**self.search.to_dict(), "latency": [t.to_dict() for t in self.latency]}
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Median ms per image (batch 1) of a written file and of the same model all-integer, timed
-    interleaved in one run at `threads` threads."""
-
-    format: str
-    runtime: str
-    threads: int
-    mixed_ms: float
-    integer_ms: float
-    runs: int  # timed calls of each
-    cpu: str
-
-    @property
-    def cost(self) -> float:
-        """mixed / integer - 1: the float convs' share of extra time."""
-        return self.mixed_ms / self.integer_ms - 1.0
-
-    def to_dict(self) -> dict:
-        return {"format": self.format, "runtime": self.runtime, "threads": self.threads,
-                "mixed_ms": round(self.mixed_ms, 3), "integer_ms": round(self.integer_ms, 3),
-                "cost_percent": round(100 * self.cost, 1), "runs": self.runs, "cpu": self.cpu}
 
 
 @dataclass(frozen=True)
@@ -403,7 +380,7 @@ def quantize(
     if search is not None:
         latency = ()
         if search.float_convs:
-            latency = stages.run("latency cost", lambda: _latency_cost(qm, files, onnx_target, latency_runs, on_pass))
+            latency = stages.run("latency cost", lambda: latency_cost(qm, files, onnx_target, latency_runs, on_pass))
         mixed = MixedPrecision(search, latency)
 
     # ---- accuracy through the written INT8 file (it equals the integer reference: verified above)
@@ -530,74 +507,6 @@ def _export(arch, model, qm, names, formats, target, out_dir: Path, stem: str, v
 def _floats(qm) -> str:
     n = len(qm.float_convs)
     return f" + {n} float conv{'s' if n != 1 else ''}" if n else ""
-
-
-def _latency_cost(qm, files, onnx_target, runs: int, on_pass: OnPass | None) -> tuple[Latency, ...]:
-    """Each written INT8 file against the same model all-integer (built in memory, not written),
-    batch 1, at 1 and 2 threads: interleaved rounds (the order rotates, so both see the same
-    background load), medians."""
-    from dataclasses import replace
-
-    from .sysinfo import cpu_model
-
-    integer = replace(qm, float_convs=(), float_weights={})
-    image = np.random.default_rng(0).integers(0, 256, (1, qm.arch.input_size, qm.arch.input_size, 3), np.uint8)
-    cpu = cpu_model()
-    out = []
-    rounds, per_round = max(1, runs // 5), min(5, runs)
-    for f in files:
-        if f.kind != "int8":
-            continue
-        for threads in (1, 2):
-            if on_pass:
-                on_pass(f"latency {f.path.name} ({threads} thread{'s' if threads > 1 else ''})", 0, 1)
-            if f.format == "onnx":
-                from .export.onnx import _ort, _session, build_int8_model
-
-                ort = _ort()
-                runners = {}
-                for key, src in (("mixed", f.path), ("integer", build_int8_model(integer, target=onnx_target))):
-                    sess = _session(ort, src, target=onnx_target, threads=threads)
-                    runners[key] = (lambda s: lambda: s.run(None, {"pixels": image}))(sess)
-                runtime = f"onnxruntime {ort.__version__}"
-            else:
-                from .export.tflite import _interpreter_cls, build_tflite, runtime_version
-
-                interp_cls = _interpreter_cls()
-                runners = {}
-                for key, kw in (("mixed", {"model_path": str(f.path)}), ("integer", {"model_content": build_tflite(integer)})):
-                    it = interp_cls(**kw, num_threads=threads)
-                    it.allocate_tensors()
-                    inp = it.get_input_details()[0]["index"]
-
-                    def run(it=it, inp=inp):
-                        it.set_tensor(inp, image)
-                        it.invoke()
-                    runners[key] = run
-                runtime = f"ai-edge-litert {runtime_version()}"
-            times = _interleaved_ms(runners, warmup=3, rounds=rounds, per_round=per_round)
-            out.append(Latency(f.format, runtime, threads, float(np.median(times["mixed"])),
-                               float(np.median(times["integer"])), len(times["mixed"]), cpu))
-            if on_pass:
-                on_pass(f"latency {f.path.name} ({threads} thread{'s' if threads > 1 else ''})", 1, 1)
-    return tuple(out)
-
-
-def _interleaved_ms(runners: dict, *, warmup: int, rounds: int, per_round: int) -> dict[str, list[float]]:
-    """{key: [ms per call]}: `warmup` untimed calls each, then `rounds` rounds of `per_round`
-    timed calls per runner, starting one runner later each round."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    keys = list(runners)
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    for r in range(rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                runners[k]()
-                times[k].append((time.perf_counter() - t0) * 1000.0)
-    return times
 
 
 def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: OnPass | None) -> Evaluation:
