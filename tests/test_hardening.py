@@ -1,4 +1,4 @@
-"""Hardening (issue #7): mutated model files, extreme images, degenerate calibration, exports
+"""Hardening: mutated model files, extreme images, degenerate calibration, exports
 killed mid-write, and a 10,000-frame camera soak.
 
 Already covered elsewhere (not repeated here): zero-byte, non-image, truncated, grey, RGBA,
