@@ -30,3 +30,16 @@ def test_links_resolve_and_no_history_words(path):
     found = HISTORY.findall(text)
     assert not found, f"{path.name} speaks of the project's history: {found}"
     assert not re.search(r"\b[A-Z][A-Z_]*_(TABLE|FIGURES)\b|\bMEASURED\n", text), f"{path.name} holds a placeholder"
+
+
+def test_code_help_and_tests_speak_of_the_product():
+    """Docstrings, help texts, messages and test names say what the product does, not when."""
+    found = []
+    for folder in ("edgesqueeze", "tests", "benchmarks", "demos"):
+        for path in sorted((PROJECT / folder).rglob("*.py")):
+            if path.name == "test_docs.py":
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if HISTORY.search(line):
+                    found.append(f"{path.relative_to(PROJECT)}:{n}: {line.strip()}")
+    assert not found, "history words: " + "; ".join(found[:10])
