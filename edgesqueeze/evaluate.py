@@ -108,14 +108,25 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
             qpx = px
         run = _run(qm, qpx, Requant.FLOAT32, keep=True, conv_kernel=conv_kernel)
         for name in names:
-            ref = fp[name].astype(np.float64)
-            err = dequantize_tensor(qm, name, run.tensors[name]).astype(np.float64) - ref
-            signal[name] += float((ref * ref).sum())
-            noise[name] += float((err * err).sum())
+            # float32 differences, their squares summed in float64 (np.dot on float32 would sum
+            # in float32): the float64 copies of every tensor cost more than the convs
+            ref = fp[name].reshape(-1)
+            err = np.asarray(dequantize_tensor(qm, name, run.tensors[name]), dtype=np.float32).reshape(-1) - ref
+            signal[name] += _sum_squares(ref)
+            noise[name] += _sum_squares(err)
         if progress:
             progress(len(batch))
     return {n: (float("inf") if noise[n] == 0 else 10.0 * float(np.log10(max(signal[n], 1e-300) / noise[n])))
             for n in names}
+
+
+def _sum_squares(x: np.ndarray, chunk: int = 1 << 16) -> float:
+    """sum(x * x) of a float32 vector, each chunk's products summed in float64."""
+    total = 0.0
+    for i in range(0, x.size, chunk):
+        part = x[i:i + chunk]
+        total += float(np.einsum("i,i->", part, part, dtype=np.float64))
+    return total
 
 
 def int8_scores(qm, items: Sequence[LabelledImage], *, batch_size: int = 16, progress: Progress = None) -> np.ndarray:
