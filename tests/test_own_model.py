@@ -229,3 +229,14 @@ def test_python_api_returns_what_was_written(own, tmp_path):
         with pytest.raises(DataError, match="empty or holds a line break"):
             edgesqueeze.quantize(own / "own5.pth", own / "named.csv", labels=names, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_evenly_spaced_calibration_subset():
+    from edgesqueeze.job import DEFAULT_CALIB_IMAGES, evenly_spaced
+
+    items = list(range(194))
+    got = evenly_spaced(items, DEFAULT_CALIB_IMAGES)
+    assert len(got) == DEFAULT_CALIB_IMAGES == len(set(got))
+    assert got[0] == 0 and got[-1] >= 190  # spread over the whole list, not its first part
+    assert max(b - a for a, b in zip(got, got[1:])) <= 3
+    assert evenly_spaced(items[:10], 96) == items[:10]

@@ -138,7 +138,7 @@ def _calibration_items(args):
     saved = args.split
     try:
         args.split = "calibration"
-        _, calib = _load_items(args, limit=args.calib_limit)
+        _, calib = _load_items(args, limit=args.calib_limit or 0)  # 0: all of them
     finally:
         args.split = saved
     return calib
@@ -155,7 +155,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=_non_negative, default=0, metavar="N", help="use only the first N images")
 
 
-def _add_quant_args(p: argparse.ArgumentParser) -> None:
+def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use only the first N calibration "
+                    "images (default: all)") -> None:
     p.add_argument("--method", default=None, choices=["minmax", "percentile", "mse", "kl"],
                    help="how activation ranges are chosen from the calibration statistics (default: "
                    "minmax for affine, kl for ristretto)")
@@ -174,8 +175,7 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); fewer "
                    "levels give a smaller update bundle at a measured accuracy cost (README, \"Update bundle\")")
-    p.add_argument("--calib-limit", type=_non_negative, default=0, metavar="N",
-                   help="use only the first N calibration images (default: all)")
+    p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)
 
 
 def _add_weights_args(p: argparse.ArgumentParser) -> None:
