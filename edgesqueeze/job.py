@@ -546,13 +546,16 @@ def _evaluate(model, files, pixels: np.ndarray, evals, labelled: bool, on_pass: 
     fp32_onnx = [f for f in files if f.kind == "fp32" and f.format == "onnx"]
     if fp32_onnx:
         # the written FP32 file in onnxruntime: 2-3x faster than torch here (64 images: 2.3 s
-        # against 4.7-7.2 s, AMD EPYC, 2 cores), its logits torch's within 1e-4 (a test checks)
+        # against 4.7-7.2 s, AMD EPYC, 2 cores), its logits torch's within 1e-4 (a test checks).
+        # One image a call: onnxruntime's arena keeps the largest batch's activations (measured
+        # +60 MB at 1 image, +156 MB at 8), and the job's peak memory is this stage's
         ref = Classifier.load(fp32_onnx[0].path)
         parts = []
-        for k in range(0, len(pixels), 32):
-            parts.append(ref.logits(pixels[k:k + 32]))
+        for k in range(len(pixels)):
+            parts.append(ref.logits(pixels[k:k + 1]))
             fp32_progress(len(parts[-1]))
         fp_scores = np.concatenate(parts)
+        del ref  # its session's arena goes before the INT8 session is made
     else:
         fp_scores = fp32_logits(model, pixels, batch_size=batch, progress=fp32_progress)
     int8 = sorted((f for f in files if f.kind == "int8"), key=lambda f: f.format != "onnx")[0]
