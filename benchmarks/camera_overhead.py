@@ -125,23 +125,11 @@ def measure_overhead(video: Path, clf, configs, *, frames: int, every: int = 10,
 
 
 def whole_frame_uint8_input(img, pre):
-    """The model input from resizing the whole frame, then cropping (what the windowed resize
-    in data.to_uint8_input reproduces bit for bit)."""
-    import cv2
-    import numpy as np
+    """The model input from resizing the whole frame, then cropping: the baseline the windowed
+    resize of data.to_uint8_input is timed against (the same pixels)."""
+    from edgesqueeze.data import to_uint8_input
 
-    h, w = img.shape[:2]
-    if isinstance(pre.resize, tuple):
-        rh, rw = pre.resize
-    else:
-        s = pre.resize
-        rh, rw = (s, max(s, int(round(w * s / h)))) if h <= w else (max(s, int(round(h * s / w))), s)
-    if (rh, rw) != (h, w):
-        img = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR_EXACT)
-    c = pre.crop
-    top, left = (rh - c) // 2, (rw - c) // 2
-    out = img[top:top + c, left:left + c]
-    return np.ascontiguousarray(out[:, :, ::-1] if pre.channel_order == "RGB" else out)
+    return to_uint8_input(img, pre, windowed=False)
 
 
 def compare_preprocessing(video: Path, clf, *, frames: int, rounds: int) -> dict:

@@ -140,7 +140,7 @@ def _resize_window(size: int, resized: int, crop: int) -> tuple[int, int, int, i
     return r0 * p // q, (size if r1 == resized else r1 * p // q), r0, r1
 
 
-def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
+def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess, *, windowed: bool = True) -> np.ndarray:
     """Resize and centre-crop a BGR uint8 frame; channels in the model's order. HxWx3 uint8.
 
     caffe: resize to exactly pre.resize (h, w); torchvision: resize the short side to pre.resize.
@@ -159,7 +159,8 @@ def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
     640x480 frame and the Caffe 256x256 / 227 preprocessing that is 570x435 source pixels
     instead of 640x480 (0.436 ms against 0.505 ms measured on an AMD EPYC: OpenCV's exact resize
     costs in proportion to its output, which stays the same). Where no such window exists (e.g.
-    640x480 with torchvision's short side 256: 640/341 across) the whole frame is resized."""
+    640x480 with torchvision's short side 256: 640/341 across) the whole frame is resized.
+    `windowed=False` always resizes the whole frame (the same pixels: a baseline to time)."""
     cv2 = _cv2()
     h, w = img_bgr.shape[:2]
     if isinstance(pre.resize, tuple):
@@ -179,13 +180,14 @@ def to_uint8_input(img_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
     if rh < c or rw < c:
         raise DataError(f"resize to {rh}x{rw} is smaller than the {c}x{c} crop; fix the preprocessing")
     top, left = (rh - c) // 2, (rw - c) // 2
-    if (rh, rw) != (h, w):
+    if (rh, rw) != (h, w) and windowed:
         ys = _resize_window(h, rh, c) or (0, h, 0, rh)
         xs = _resize_window(w, rw, c) or (0, w, 0, rw)
         if (ys[1] - ys[0]) * (xs[1] - xs[0]) <= 0.9 * h * w:
             img_bgr = img_bgr[ys[0]:ys[1], xs[0]:xs[1]]
             top, left = top - ys[2], left - xs[2]
             rh, rw = ys[3] - ys[2], xs[3] - xs[2]
+    if (rh, rw) != img_bgr.shape[:2]:
         img_bgr = cv2.resize(img_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR_EXACT)
     out = img_bgr[top : top + c, left : left + c]
     if pre.channel_order == "RGB":

@@ -94,3 +94,12 @@ def test_the_window_for_the_camera_frame():
     assert _resize_window(640, 341, 224) is None
     assert _resize_window(200, 256, 227) is None  # an upscale: the whole axis
     assert _resize_window(256, 256, 227) is None
+
+
+def test_the_unwindowed_path_is_the_whole_frame_resize():
+    from edgesqueeze.data import to_uint8_input
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for pre in (CAFFE, TORCHVISION_BGR):
+        np.testing.assert_array_equal(to_uint8_input(img, pre, windowed=False), whole_frame_reference(img, pre))
