@@ -64,18 +64,10 @@ def folds(items: list) -> list[tuple[list, list, np.ndarray]]:
     return [([items[i] for i in halves[k]], [items[i] for i in halves[1 - k]], halves[1 - k]) for k in (0, 1)]
 
 
-def int8_logits(qm, pixels: np.ndarray, *, batch: int = 16) -> np.ndarray:
-    from edgesqueeze.exact_conv import ExactFloat32Conv
-    from edgesqueeze.quant.reference import Requant, _run
-
-    kernel = ExactFloat32Conv()
-    return np.concatenate([_run(qm, pixels[i:i + batch], Requant.FLOAT32, conv_kernel=kernel).logits
-                           for i in range(0, len(pixels), batch)])
-
-
 def run_variant(name: str, model, items: list, pixels: np.ndarray, fp32: np.ndarray) -> Row:
     from edgesqueeze.metrics import agreement, sqnr_db
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+    from edgesqueeze.quant.sensitivity import reference_logits
 
     description, kw, share = VARIANTS[name]
     options = QuantizeOptions.make(**kw)
@@ -88,7 +80,7 @@ def run_variant(name: str, model, items: list, pixels: np.ndarray, fp32: np.ndar
         train, train_idx = train[:n], train_idx[:n]
         used = n
         qm, _, _ = calibrate_and_quantize(model, train, options, pixels=pixels[train_idx])
-        q[test_idx] = int8_logits(qm, pixels[test_idx])
+        q[test_idx] = reference_logits(qm, pixels[test_idx])
     return Row(name, description, used, sqnr_db(fp32, q), agreement(fp32, q), time.perf_counter() - t0)
 
 

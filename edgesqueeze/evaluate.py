@@ -82,7 +82,7 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
     faster than numpy's)."""
     import torch
 
-    from .quant.reference import Requant, _run, dequantize_tensor
+    from .quant.reference import dequantize_tensor, run_int8
 
     pre = model.arch.preprocess
     names = [n for n in qm.tensors if n != "input"]
@@ -106,7 +106,7 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
             qpx = np.ascontiguousarray(px[..., ::-1])
         else:
             qpx = px
-        run = _run(qm, qpx, Requant.FLOAT32, keep=True, conv_kernel=conv_kernel)
+        run = run_int8(qm, qpx, keep=True, conv_kernel=conv_kernel)
         for name in names:
             # float32 differences, their squares summed in float64 (np.dot on float32 would sum
             # in float32): the float64 copies of every tensor cost more than the convs

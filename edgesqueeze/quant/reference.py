@@ -171,9 +171,10 @@ def float_conv(qm: QuantizedModel, node: Node) -> FloatConv:
 
 
 def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str = Requant.FLOAT32,
-             keep: bool = False) -> IntRun:
-    """Run the quantized model on uint8 pixels (N, H, W, 3) or (H, W, 3)."""
-    return _run(qm, pixels, parse_enum(Requant, requant, "requant"), keep=keep)
+             keep: bool = False, conv_kernel: ConvKernel | None = None) -> IntRun:
+    """Run the quantized model on uint8 pixels (N, H, W, 3) or (H, W, 3). `conv_kernel`: the
+    integer conv in another form that gives the same integers (exact_conv.ExactFloat32Conv)."""
+    return _run(qm, pixels, parse_enum(Requant, requant, "requant"), keep=keep, conv_kernel=conv_kernel)
 
 
 def _conv_out_shape(node: Node, conv: QConv, x_shape: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -223,13 +223,13 @@ def score(fp32: np.ndarray, q: np.ndarray, labels: np.ndarray | None) -> CVScore
 
 def reference_logits(qm, pixels: np.ndarray, *, kernel=None) -> np.ndarray:
     """The integer reference's logits, its integer convs on exact float32 kernels (exact_conv.py)."""
-    from ..quant.reference import Requant, _run
+    from ..quant.reference import run_int8
 
     if kernel is None:
         from ..exact_conv import ExactFloat32Conv
 
         kernel = ExactFloat32Conv()
-    return np.concatenate([_run(qm, pixels[i:i + BATCH], Requant.FLOAT32, conv_kernel=kernel).logits
+    return np.concatenate([run_int8(qm, pixels[i:i + BATCH], conv_kernel=kernel).logits
                            for i in range(0, len(pixels), BATCH)])
 
 
