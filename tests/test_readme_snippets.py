@@ -1,5 +1,5 @@
-"""Every Python snippet of README.md runs as written, in a folder that holds what the README
-says a reader has: their own model (`my_squeezenet.pth`, `labels.txt`, an ImageFolder
+"""Every Python snippet of README.md and docs/*.md runs as written, in a folder that holds what
+the README says a reader has: their own model (`my_squeezenet.pth`, `labels.txt`, an ImageFolder
 `my_images/`), the main job's files in `export/`, and an image `kitten.jpg`."""
 
 from __future__ import annotations
@@ -11,15 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-cv2 = pytest.importorskip("cv2")
-
 PROJECT = Path(__file__).resolve().parent.parent
 SNIPPET = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
+SNIPPET_FILES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
+
+
 def snippets(path: Path) -> list[str]:
     return SNIPPET.findall(path.read_text(encoding="utf-8"))
+
+
+def python_snippets() -> list[tuple[Path, int, str]]:
+    """(file, index in the file, code) of every ```python block of README.md and docs/*.md."""
+    return [(path, k, code) for path in SNIPPET_FILES for k, code in enumerate(snippets(path))]
 
 
 def test_the_readme_has_python_snippets():
@@ -28,6 +33,8 @@ def test_the_readme_has_python_snippets():
 
 @pytest.fixture(scope="module")
 def reader_folder(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    cv2 = pytest.importorskip("cv2")
     from edgesqueeze.arch import squeezenet1_1_arch
     from edgesqueeze.job import quantize
     from edgesqueeze.model import SqueezeNet
@@ -57,9 +64,10 @@ def reader_folder(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(snippets(PROJECT / "README.md"))))
-def test_readme_snippet_runs(reader_folder, monkeypatch, capsys, index):
-    code = snippets(PROJECT / "README.md")[index]
+@pytest.mark.parametrize("path,index,code", python_snippets(),
+                         ids=[f"{p.relative_to(PROJECT)}:{k + 1}" for p, k, _ in python_snippets()])
+def test_readme_snippet_runs(reader_folder, monkeypatch, capsys, path, index, code):
     monkeypatch.chdir(reader_folder)
-    exec(compile(code, f"README.md python snippet {index + 1}", "exec"), {"__name__": "__readme__"})
+    name = f"{path.relative_to(PROJECT)} python snippet {index + 1}"
+    exec(compile(code, name, "exec"), {"__name__": "__readme__"})
     assert capsys.readouterr().out.strip()  # every snippet shows something
