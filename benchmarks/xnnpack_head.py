@@ -23,7 +23,7 @@ folder:
                 integer quantization (uint8 in/out, TFLITE_BUILTINS_INT8, 16 calibration
                 images), ending in the global average pool (no softmax)
 
-For each file: LiteRT's delegate partitions (`export.tflite.xnnpack_delegation`: the DELEGATE
+For each file: LiteRT's delegate partitions (`export.tflite_verify.xnnpack_delegation`: the DELEGATE
 nodes of the execution plan, and whether one of them runs the whole graph) and the operators.
 Latency: one Interpreter per file and thread count (1 and 2), warmed up, then `--rounds`
 rounds of `--per-round` single-image invocations each, the order rotating every round
@@ -126,24 +126,24 @@ def load_models(qparams: Path | None):
 
 def head_variants(qm) -> dict[str, bytes]:
     """The INT8 graph with a CAST head, and without a head (module doc)."""
-    from edgesqueeze.export import tflite as T
+    from edgesqueeze.export import tflite_graph as G
     from edgesqueeze.formats.standard_metadata import STANDARD_KEY  # noqa: F401 - the shipped file has it; these do not
 
     out = {}
     for kind in ("cast", "none"):
-        g, head = T._build_int8(qm)
+        g, head = G._build_int8(qm)
         cut = next(i for i, op in enumerate(g.operators) if list(op.inputs) == [g.index[head]])
         g.operators = g.operators[:cut]
         s = g.s
         if kind == "none":
-            out[kind] = g.pack(inputs=[T.PIXELS], outputs=[head], metadata={}, description="no head")
+            out[kind] = g.pack(inputs=[G.PIXELS], outputs=[head], metadata={}, description="no head")
             continue
         n, h, w, c = g.shapes[head]
         g.tensor("cast.values", (n, h, w, c), "FLOAT32")
         o = s.CastOptionsT()
         o.inDataType, o.outDataType = s.TensorType.INT8, s.TensorType.FLOAT32
         g.op("CAST", [head], ["cast.values"], o, "CastOptions")
-        T._mean_op(g, "cast.values", "cast.mean")
+        G._mean_op(g, "cast.values", "cast.mean")
         zp, scale = qm.tensors[head].zero_point, qm.tensors[head].scale
         g.tensor("cast.zp", (1,), "FLOAT32", data=np.array([zp], np.float32))
         g.tensor("cast.centred", (n, c), "FLOAT32")
@@ -151,37 +151,39 @@ def head_variants(qm) -> dict[str, bytes]:
         g.tensor("cast.scale", (1,), "FLOAT32", data=np.array([scale], np.float32))
         g.tensor("cast.logits", (n, c), "FLOAT32")
         g.op("MUL", ["cast.centred", "cast.scale"], ["cast.logits"], s.MulOptionsT(), "MulOptions")
-        T._softmax_op(g, "cast.logits", "cast.probability")
-        out[kind] = g.pack(inputs=[T.PIXELS], outputs=["cast.probability"], metadata={}, description="CAST head")
+        G._softmax_op(g, "cast.logits", "cast.probability")
+        out[kind] = g.pack(inputs=[G.PIXELS], outputs=["cast.probability"], metadata={}, description="CAST head")
     return out
 
 
 def head_alone(qm, cast: bool) -> bytes:
     """Only the head, from conv10's int8 output [1, H, W, classes]: DEQUANTIZE -> MEAN -> MUL
     -> SOFTMAX as shipped, or with `cast` CAST -> MEAN -> SUB -> MUL -> SOFTMAX."""
-    from edgesqueeze.export import tflite as T
+    from edgesqueeze.export import tflite_graph as G
+    from edgesqueeze.export.tflite_flatbuffer import _Graph
+    from edgesqueeze.formats.tflite import _schema
 
-    g0, head = T._build_int8(qm)
+    g0, head = G._build_int8(qm)
     shape, q = g0.shapes[head], qm.tensors[head]
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor(head, shape, "INT8", scale=[1.0], zero_point=[q.zero_point])
     if not cast:
-        T._int8_head(g, head, q)
-        return g.pack(inputs=[head], outputs=[T.PROBABILITY], metadata={}, description="head")
+        G._int8_head(g, head, q)
+        return g.pack(inputs=[head], outputs=[G.PROBABILITY], metadata={}, description="head")
     s = g.s
     n, h, w, c = shape
     g.tensor("cast.values", shape, "FLOAT32")
     o = s.CastOptionsT()
     o.inDataType, o.outDataType = s.TensorType.INT8, s.TensorType.FLOAT32
     g.op("CAST", [head], ["cast.values"], o, "CastOptions")
-    T._mean_op(g, "cast.values", "cast.mean")
+    G._mean_op(g, "cast.values", "cast.mean")
     g.tensor("cast.zp", (1,), "FLOAT32", data=np.array([q.zero_point], np.float32))
     g.tensor("cast.centred", (n, c), "FLOAT32")
     g.op("SUB", ["cast.mean", "cast.zp"], ["cast.centred"], s.SubOptionsT(), "SubOptions")
     g.tensor("cast.scale", (1,), "FLOAT32", data=np.array([q.scale], np.float32))
     g.tensor("cast.logits", (n, c), "FLOAT32")
     g.op("MUL", ["cast.centred", "cast.scale"], ["cast.logits"], s.MulOptionsT(), "MulOptions")
-    T._softmax_op(g, "cast.logits", "cast.probability")
+    G._softmax_op(g, "cast.logits", "cast.probability")
     return g.pack(inputs=[head], outputs=["cast.probability"], metadata={}, description="CAST head")
 
 

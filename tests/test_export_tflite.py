@@ -14,8 +14,11 @@ pytest.importorskip("ai_edge_litert")
 
 from edgesqueeze.errors import DataError  # noqa: E402
 from edgesqueeze.export import tflite as T  # noqa: E402
+from edgesqueeze.export import tflite_graph as G  # noqa: E402
+from edgesqueeze.export import tflite_verify as V  # noqa: E402
 from edgesqueeze.export.files import ExportError  # noqa: E402
-from edgesqueeze.formats.tflite import read_tflite_metadata, tflite_ops  # noqa: E402
+from edgesqueeze.export.tflite_flatbuffer import _Graph  # noqa: E402
+from edgesqueeze.formats.tflite import _schema, read_tflite_metadata, tflite_ops  # noqa: E402
 from edgesqueeze.graph import Node, OpKind  # noqa: E402
 from edgesqueeze.quant import kernels  # noqa: E402
 from edgesqueeze.quant.params import QParams  # noqa: E402
@@ -86,7 +89,7 @@ def pool_paddings(path) -> list[str]:
 def test_int8_file_matches_integer_reference(tiny_export):
     arch, _, qm, path, report = tiny_export
     assert path.is_file() and report.bytes == path.stat().st_size
-    assert report.kind == "int8" and report.images == T.SYNTHETIC_IMAGES
+    assert report.kind == "int8" and report.images == V.SYNTHETIC_IMAGES
     assert report.lsb_match >= 0.999 and report.max_lsb_diff <= 1 and report.top1_agreement >= 0.995
     # independently of the exporter's own check: run the shipped file on other images
     rng = np.random.default_rng(7)
@@ -101,7 +104,7 @@ def test_int8_file_matches_integer_reference(tiny_export):
     assert np.abs(got - ref.probabilities).max() <= T.max_score_diff(head_scale, hw)
     assert report.max_score_diff <= T.max_score_diff(head_scale, hw)
     # the logits before the softmax, through the verification variant
-    g, head = T._build_int8(qm)
+    g, head = G._build_int8(qm)
     variant = g.pack(inputs=[T.PIXELS], outputs=["logits"], metadata={}, description="")
     logits = run_tflite(variant, images)["logits"]
     assert np.abs(logits - ref.logits).max() <= head_scale / hw  # within one LSB of one cell
@@ -110,7 +113,7 @@ def test_int8_file_matches_integer_reference(tiny_export):
 def test_head_tensor_within_one_lsb(tiny_export):
     """The verification variant exposes conv10's int8 output; compare it element by element."""
     arch, _, qm, path, _ = tiny_export
-    g, head = T._build_int8(qm)
+    g, head = G._build_int8(qm)
     variant = g.pack(inputs=[T.PIXELS], outputs=["probability", head], metadata={}, description="")
     images = T.synthetic_images(arch.input_size, 4, seed=3)
     got = run_tflite(variant, images, [head])[head]
@@ -175,7 +178,7 @@ def test_read_metadata_errors(tmp_path):
         read_tflite_metadata(b"\x00" * 64)
     with pytest.raises(DataError, match="cannot read"):
         read_tflite_metadata(tmp_path / "absent.tflite")
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor("x", (1, 4), "FLOAT32")
     g.tensor("axes", (1,), "INT32", data=np.array([1], np.int32))
     g.tensor("y", (1,), "FLOAT32")
@@ -199,9 +202,9 @@ def test_head_keeps_exact_ties():
         q[0, :, :, c] = v.reshape(h, w)
     sums = q.astype(np.int64).sum(axis=(1, 2))[0]
     scale, zp = 0.0731, -97
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor("conv10", q.shape, "INT8", scale=[1.0], zero_point=[zp])  # as the writer makes conv10
-    T._int8_head(g, "conv10", QParams(scale, zp))
+    G._int8_head(g, "conv10", QParams(scale, zp))
     got = run_tflite(g.pack(inputs=["conv10"], outputs=["logits", "probability"], metadata={}, description=""), q)
     logits, probs = got["logits"][0], got["probability"][0]
     ref = (sums - zp * h * w) * (scale / (h * w))
@@ -262,13 +265,13 @@ def test_whole_graph_in_one_xnnpack_partition(tiny_export, tmp_path, kind):
     d = T.xnnpack_delegation(path)
     assert d.partitions == 1 and d.whole and d.ops > 10
     # and the check can fail: an op XNNPACK does not take (CAST) splits the graph
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor("x", (1, 8), "INT8", scale=[1.0], zero_point=[0])
     g.tensor("xf", (1, 8), "FLOAT32")
     o = g.s.CastOptionsT()
     o.inDataType, o.outDataType = g.s.TensorType.INT8, g.s.TensorType.FLOAT32
     g.op("CAST", ["x"], ["xf"], o, "CastOptions")
-    T._softmax_op(g, "xf", "p")
+    G._softmax_op(g, "xf", "p")
     split = T.xnnpack_delegation(g.pack(inputs=["x"], outputs=["p"], metadata={}, description=""))
     assert not split.whole and split.ops == 2
 
@@ -285,9 +288,9 @@ def test_max_pool_ceil_mode_in_litert(size, kernel, stride):
         assert pad.explicit is None and pad.padding == ("SAME" if size % 2 == 0 else "VALID")
     if (size, kernel, stride) == (10, 3, 3):
         assert pad.explicit == (0, 2)
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor("x", (1, size, size, 5), "INT8", scale=[0.25], zero_point=[-3])
-    T._pool_op(g, Node(OpKind.MAXPOOL, "y", ("x",), kernel=kernel, stride=stride, ceil_mode=True))
+    G._pool_op(g, Node(OpKind.MAXPOOL, "y", ("x",), kernel=kernel, stride=stride, ceil_mode=True))
     buf = g.pack(inputs=["x"], outputs=["y"], metadata={}, description="")
     T.check_flatbuffer(buf)
     x = np.random.default_rng(size).integers(-128, 128, (3, size, size, 5), dtype=np.int8)
@@ -299,9 +302,9 @@ def test_max_pool_ceil_mode_in_litert(size, kernel, stride):
 
 
 def test_conv_padding_rules():
-    assert T.conv_padding(227, 7, 2, 0) == T._Pad("VALID", None, 111)  # conv1
-    assert T.conv_padding(55, 3, 1, 1) == T._Pad("SAME", None, 55)  # expand3x3
-    assert T.conv_padding(13, 1, 1, 1) == T._Pad("VALID", (1, 1), 15)  # v1.0's conv10
+    assert T.conv_padding(227, 7, 2, 0) == G._Pad("VALID", None, 111)  # conv1
+    assert T.conv_padding(55, 3, 1, 1) == G._Pad("SAME", None, 55)  # expand3x3
+    assert T.conv_padding(13, 1, 1, 1) == G._Pad("VALID", (1, 1), 15)  # v1.0's conv10
     assert T.conv_padding(10, 3, 2, 1).explicit == (1, 1)  # SAME would pad 0 before, 1 after
 
 
@@ -310,7 +313,7 @@ def test_conv_padding_rules():
 
 def test_unsupported_ops_named_before_writing(tmp_path, monkeypatch):
     _, _, qm = make_tiny(35, 1, bypass="simple")
-    monkeypatch.setattr(T, "SUPPORTED", T.SUPPORTED - {OpKind.ADD})
+    monkeypatch.setattr(G, "SUPPORTED", G.SUPPORTED - {OpKind.ADD})
     with pytest.raises(ExportError) as e:
         T.to_tflite(qm, tmp_path / "m.tflite")
     adds = [n.name for n in qm.nodes if n.kind is OpKind.ADD]
@@ -341,13 +344,13 @@ def test_verification_failure_leaves_target_untouched(tmp_path, monkeypatch):
     _, _, qm = make_tiny(35, 1)
     target = tmp_path / "m.tflite"
     target.write_bytes(b"previous version")
-    real = T._reference
+    real = V._reference
 
     def off_by_two(qm_, images, head, batch=8):
         h, logits = real(qm_, images, head, batch)
         return np.clip(h.astype(int) + 2, -128, 127).astype(np.int8), logits
 
-    monkeypatch.setattr(T, "_reference", off_by_two)
+    monkeypatch.setattr(V, "_reference", off_by_two)
     with pytest.raises(ExportError, match=r"within 1 LSB \d+\.\d+ %.*max 2 LSB") as e:
         T.to_tflite(qm, target)
     assert "Nothing was written" in str(e.value)
@@ -357,13 +360,13 @@ def test_verification_failure_leaves_target_untouched(tmp_path, monkeypatch):
 
 def test_top1_disagreement_fails(tmp_path, monkeypatch):
     _, _, qm = make_tiny(41, 0)
-    real = T._reference
+    real = V._reference
 
     def shuffled(qm_, images, head, batch=8):
         h, logits = real(qm_, images, head, batch)
         return h, -logits  # the reference's worst class becomes its best
 
-    monkeypatch.setattr(T, "_reference", shuffled)
+    monkeypatch.setattr(V, "_reference", shuffled)
     with pytest.raises(ExportError, match=r"top-1 agreement \d+\.\d+ %"):
         T.to_tflite(qm, tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
@@ -400,7 +403,7 @@ def test_check_flatbuffer_rejects_malformed(tiny_export):
     with pytest.raises(ExportError, match="TFL3"):
         T.check_flatbuffer(b"\x10\x00\x00\x00XXXX" + buf[8:])
     # a constant tensor whose data does not match its shape
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor("x", (1, 4), "FLOAT32")
     g.tensor("axes", (1,), "INT32", data=np.array([1], np.int32))
     g.tensors[1].shape = np.array([3], np.int32)

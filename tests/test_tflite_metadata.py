@@ -20,9 +20,12 @@ from flatbuffers.table import Table  # noqa: E402
 
 from edgesqueeze.errors import DataError  # noqa: E402
 from edgesqueeze.export import tflite as T  # noqa: E402
+from edgesqueeze.export import tflite_graph as G  # noqa: E402
 from edgesqueeze.export import tflite_metadata as TM  # noqa: E402
 from edgesqueeze.formats import standard_metadata as SM  # noqa: E402
-from edgesqueeze.formats.tflite import read_tflite_metadata  # noqa: E402
+from edgesqueeze.export.tflite_flatbuffer import _Graph  # noqa: E402
+from edgesqueeze.formats.metadata import int8_metadata  # noqa: E402
+from edgesqueeze.formats.tflite import _schema, read_tflite_metadata  # noqa: E402
 from edgesqueeze.export.files import ExportError  # noqa: E402
 from edgesqueeze.runtime import Classifier  # noqa: E402
 from test_export_tflite import LABELS, make_tiny, run_tflite  # noqa: E402
@@ -209,8 +212,8 @@ def test_litert_outputs_identical_without_the_zip_and_without_standard_metadata(
     qm, path, _ = tiny_int8
     data = path.read_bytes()
     start, _ = zip_start(data)
-    g, _ = T._build_int8(qm)
-    bare = g.pack(inputs=[T.PIXELS], outputs=["probability"], metadata=T._metadata_entries(T.int8_metadata(qm)),
+    g, _ = G._build_int8(qm)
+    bare = g.pack(inputs=[T.PIXELS], outputs=["probability"], metadata=G._metadata_entries(int8_metadata(qm)),
                   description="")
     images = T.synthetic_images(35, 6, seed=9)
     full = run_tflite(data, images)["probability"]
@@ -226,7 +229,7 @@ def test_litert_outputs_identical_without_the_zip_and_without_standard_metadata(
 
 def test_own_reader_round_trip(tiny_int8, tmp_path):
     qm, path, _ = tiny_int8
-    sm = TM.standard_metadata(T.int8_metadata(qm), 10)
+    sm = TM.standard_metadata(int8_metadata(qm), 10)
     assert SM.read_standard_metadata(path) == sm == SM.parse_metadata_buffer(TM.build_metadata_buffer(sm))[0]
     assert sm.inputs[0].color_space == "UNKNOWN" and sm.outputs[0].files[0].type == "TENSOR_AXIS_LABELS"
     assert SM.read_associated_files(path.read_bytes())[1] == {"labels.txt": TM.labels_text(LABELS)}
@@ -293,7 +296,7 @@ def test_read_standard_metadata_errors(tiny_int8):
     at = data.index(entry)
     with pytest.raises(DataError, match="TFLITE_METADATA' metadata is malformed.*M001"):
         SM.read_standard_metadata(data[:at + 4] + b"X001" + data[at + 8:])
-    g = T._Graph(T._schema())
+    g = _Graph(_schema())
     g.tensor("x", (1, 4), "FLOAT32")
     g.tensor("axes", (1,), "INT32", data=np.array([1], np.int32))
     g.tensor("y", (1,), "FLOAT32")
