@@ -127,7 +127,7 @@ def conv_ops(ort, path: Path) -> tuple[int, int]:
     """(integer convs, float convs) in onnxruntime's optimized graph of the file."""
     import onnx
 
-    from edgesqueeze.export.onnx import optimized_conv_ops
+    from edgesqueeze.export.onnx_verify import optimized_conv_ops
 
     with tempfile.TemporaryDirectory() as td:
         so = ort.SessionOptions()

@@ -57,7 +57,8 @@ def latency_cost(qm, files, onnx_target, runs: int, on_pass: OnPass | None) -> t
             if on_pass:
                 on_pass(f"latency {f.path.name} ({threads} thread{'s' if threads > 1 else ''})", 0, 1)
             if f.format == "onnx":
-                from .export.onnx import _ort, _session, build_int8_model
+                from .export.onnx_graph import build_int8_model
+                from .export.onnx_verify import _ort, _session
 
                 ort = _ort()
                 runners = {}
@@ -66,7 +67,8 @@ def latency_cost(qm, files, onnx_target, runs: int, on_pass: OnPass | None) -> t
                     runners[key] = (lambda s: lambda: s.run(None, {"pixels": image}))(sess)
                 runtime = f"onnxruntime {ort.__version__}"
             else:
-                from .export.tflite import _interpreter_cls, build_tflite, runtime_version
+                from .export.tflite_graph import build_tflite
+                from .export.tflite_verify import _interpreter_cls, runtime_version
 
                 interp_cls = _interpreter_cls()
                 runners = {}

@@ -18,6 +18,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from edgesqueeze.errors import DataError, OptionError  # noqa: E402
 from edgesqueeze.export import onnx as xo  # noqa: E402
+from edgesqueeze.export import onnx_graph as og  # noqa: E402
+from edgesqueeze.export import onnx_verify as ov  # noqa: E402
 from edgesqueeze.export.files import ExportError  # noqa: E402
 from edgesqueeze.export.onnx import (  # noqa: E402
     ExportReport,
@@ -87,7 +89,7 @@ def test_int8_file_matches_reference(qm, pixels, tmp_path, target):
     rep = to_onnx(qm, path, target=target)
     assert isinstance(rep, ExportReport) and rep.path == path and rep.target is target
     assert path.is_file() and rep.bytes == path.stat().st_size
-    assert rep.synthetic_images and rep.images == xo.SYNTHETIC_IMAGES
+    assert rep.synthetic_images and rep.images == ov.SYNTHETIC_IMAGES
     assert rep.lsb_match >= 0.999 and rep.max_lsb_diff <= 1 and rep.top1_agreement == 1.0
     assert rep.integer_convs == n_convs(qm) == 26 and rep.float_convs == 0
     assert rep.ort_version == ort.__version__
@@ -111,8 +113,8 @@ def test_int8_file_matches_reference(qm, pixels, tmp_path, target):
     assert rep.max_score_diff <= max_score_diff(s10, hw)
     # the head tensor through the verification copy: <= 1 LSB, in the target's 8-bit type
     model = onnx.load(path)
-    vcopy, head = xo._with_head_output(model, qm, target)
-    got = xo._session(ort, vcopy, target=target).run([head], {"pixels": pixels})[0]
+    vcopy, head = ov._with_head_output(model, qm, target)
+    got = ov._session(ort, vcopy, target=target).run([head], {"pixels": pixels})[0]
     assert got.dtype == (np.uint8 if target is Target.X86 else np.int8)
     want = ref.tensors["conv10"].astype(int) + (128 if target is Target.X86 else 0)
     assert np.abs(got.transpose(0, 2, 3, 1).astype(int) - want).max() <= 1
@@ -159,7 +161,7 @@ def test_optimized_graph_runs_integer_convs(qm, tmp_path):
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    n_int, n_float, _ = xo.optimized_conv_ops(onnx.load(tmp_path / "opt.onnx"))
+    n_int, n_float, _ = ov.optimized_conv_ops(onnx.load(tmp_path / "opt.onnx"))
     assert (n_int, n_float) == (26, 0)
 
 
@@ -168,7 +170,7 @@ def test_optimized_graph_runs_integer_convs(qm, tmp_path):
 def test_arm_file_without_int8_flag_fails_the_integer_check_on_x86(qm, tmp_path, monkeypatch):
     """Why session_config exists: on x86, by default, onnxruntime leaves s8s8 convs as float
     Conv; the integer-op gate catches it and nothing is written."""
-    monkeypatch.setattr(xo, "session_config", lambda target: {})
+    monkeypatch.setattr(ov, "session_config", lambda target: {})
     path = tmp_path / "arm.onnx"
     with pytest.raises(ExportError, match=r"as float convs") as e:
         to_onnx(qm, path, target="arm")
@@ -229,7 +231,7 @@ def test_fp32_writer_still_works(qm, pixels, tmp_path):
 
 
 def test_unsupported_ops_named_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setattr(xo, "INT8_SUPPORTED", frozenset({OpKind.CONV, OpKind.CONCAT, OpKind.MEAN}))
+    monkeypatch.setattr(og, "INT8_SUPPORTED", frozenset({OpKind.CONV, OpKind.CONCAT, OpKind.MEAN}))
     q = tiny_qm("simple")
     path = tmp_path / "b.onnx"
     with pytest.raises(ExportError) as e:
@@ -285,13 +287,13 @@ def test_synthetic_images_are_fixed_and_varied():
 def test_failed_verification_leaves_previous_file(qm, tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"previous model")
-    real = xo.reference_outputs
+    real = ov.reference_outputs
 
     def off_by_three(q, images):
         logits, head = real(q, images)
         return logits, np.clip(head.astype(int) + 3, -128, 127).astype(np.int8)
 
-    monkeypatch.setattr(xo, "reference_outputs", off_by_three)
+    monkeypatch.setattr(ov, "reference_outputs", off_by_three)
     with pytest.raises(ExportError) as e:
         to_onnx(qm, path)
     msg = str(e.value)
@@ -349,7 +351,7 @@ def test_real_model_matches_reference(dc_quantized, eval_pixels, tmp_path, targe
     # the written file in a plain session, against run_int8's logits (the writer's cached run)
     few = pixels[:16]
     logits = session(path, target).run(["logits"], {"pixels": few})[0]
-    ref_logits, _ = xo.reference_outputs(dc_quantized, pixels)
+    ref_logits, _ = ov.reference_outputs(dc_quantized, pixels)
     assert (logits.argmax(1) == ref_logits[:16].argmax(1)).all()
     assert np.abs(logits - ref_logits[:16]).max() <= dc_quantized.tensors["conv10"].scale
 
@@ -375,12 +377,12 @@ def test_head_keeps_exact_ties(target):
         v[idx[20:]] -= 1
         q[0, c] = v.reshape(h, w)
     scale, zp = 0.0731, -97
-    b = xo._QDQBuilder(helper, numpy_helper, SimpleNamespace(tensors={"conv10": QParams(scale, zp)}), target)
+    b = og._QDQBuilder(helper, numpy_helper, SimpleNamespace(tensors={"conv10": QParams(scale, zp)}), target)
     b.node(Node(OpKind.MEAN, "logits", ("conv10",)))
-    b.nodes.append(xo._softmax(helper))
+    b.nodes.append(og._softmax(helper))
     elem = onnx.TensorProto.UINT8 if target is Target.X86 else onnx.TensorProto.INT8
     graph = helper.make_graph(b.nodes, "head", [helper.make_tensor_value_info("conv10", elem, [1, 8, h, w])],
-                              xo._outputs(helper, onnx, 8), b.inits)
+                              og._outputs(helper, onnx, 8), b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = (q + b.offset).astype(b.qdtype)
     probs, got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(

@@ -623,7 +623,10 @@ def test_the_runtime_never_imports_torch_or_the_writers(tiny):
             res = Classifier.load(p, threads=1).classify(frame, top_k=2)
             print("TOP", p, res[0].label)
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "tensorflow")
-                       or m in ("edgesqueeze.export.onnx", "edgesqueeze.export.tflite", "edgesqueeze.quant"))
+                       or m in ("edgesqueeze.export.onnx", "edgesqueeze.export.onnx_graph",
+                                "edgesqueeze.export.onnx_verify", "edgesqueeze.export.tflite",
+                                "edgesqueeze.export.tflite_graph", "edgesqueeze.export.tflite_flatbuffer",
+                                "edgesqueeze.export.tflite_verify", "edgesqueeze.quant"))
         print("HEAVY", ",".join(heavy))
     """)
     files = [tiny[3]["int8.tflite"], tiny[3]["int8-arm.onnx"]]
