@@ -57,7 +57,7 @@ OPS: dict[OpKind, OpMapping] = {
 # dequantized, the conv in float32 (float32 weights and bias, ReLU where the graph has one), then
 # quantized to the output tensor's own parameters, so every tensor between ops stays 8-bit.
 #   .onnx:   dequantize(x) -> Conv (float32 initializers) -> [Relu] -> QuantizeLinear(out), the
-#            dequantize written as Cast -> Sub zp -> Mul scale (onnx.py says why not a DQ node)
+#            dequantize written as Cast -> Sub zp -> Mul scale (onnx_graph.py says why not a DQ node)
 #   .tflite: DEQUANTIZE(x) -> CONV_2D float32 [fused RELU] -> QUANTIZE(out)
 # The runtimes sum in their own order, so such a file is verified against the integer reference
 # within 1 LSB on >= FLOAT_CONV_MIN_LSB_MATCH of the head values and top-1 on >=

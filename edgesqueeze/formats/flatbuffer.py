@@ -1,6 +1,6 @@
 """A few TFLite-schema facts and a tiny read-only flatbuffer walker (Python stdlib only).
 
-The writer (`tflite.py`) builds files with the schema's own generated builders
+The writer (`export/tflite_flatbuffer.py`) builds files with the schema's own generated builders
 (`ai_edge_litert.schema_py_generated`); this module exists so that a board which has a TFLite
 runtime but not that schema module (e.g. `tflite-runtime`) can still read a model's
 `edgesqueeze` metadata without an interpreter.
