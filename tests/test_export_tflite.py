@@ -503,6 +503,24 @@ def test_rgb_file_from_a_bgr_model_is_the_same_integer_model(tmp_path):
     np.testing.assert_array_equal(b.scores(b.preprocess(frame)), a.scores(a.preprocess(frame)))
 
 
+def test_rgb_turn_also_reverses_a_float_conv1():
+    """conv1 kept in float (float_convs): turning the model to RGB reverses its float32 weights
+    too, so the integer reference on the reversed pixels still gives the BGR model's logits."""
+    from edgesqueeze.export.channels import quantized_with_channel_order
+    from edgesqueeze.quant.quantize import with_float_convs
+
+    _, _, qm = make_tiny(35, 1)
+    conv = qm.convs["conv1"]
+    w = (conv.weight.astype(np.float32) * conv.weight_scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+    w[..., 0] *= 1.5  # an asymmetric float conv1, so a missed turn changes the logits
+    floated = with_float_convs(qm, ["conv1"], {"conv1": (w, np.zeros(len(w), np.float32))})
+    rgb = quantized_with_channel_order(floated, "RGB")
+    np.testing.assert_array_equal(rgb.float_weights["conv1"][0], w[..., ::-1])
+    px = T.synthetic_images(35, 4, seed=7)
+    np.testing.assert_array_equal(run_int8(rgb, np.ascontiguousarray(px[..., ::-1])).logits,
+                                  run_int8(floated, px).logits)
+
+
 # ---------------------------------------------------------------- the real model
 
 

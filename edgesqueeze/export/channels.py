@@ -33,8 +33,9 @@ from ..errors import OptionError
 def quantized_with_channel_order(qm, order: str | None):
     """`qm` (a quant.params.QuantizedModel) taking its input channels in `order` (None: as it
     is): conv1's int8 weights (OHWI) reversed along I, the arch's mean/std reversed and its
-    channel order set. Nothing else changes: the calibration's parameters are the same, in
-    another channel order."""
+    channel order set, and conv1's float32 weights reversed the same way when it is kept in
+    float. Nothing else changes: the calibration's parameters are the same, in another channel
+    order."""
     if order is None:
         return qm
     want = str(order).upper()
@@ -50,7 +51,11 @@ def quantized_with_channel_order(qm, order: str | None):
     arch, _ = with_channel_order(qm.arch, {first: (np.zeros((1, 3, 1, 1), np.float32), None)}, want)
     convs = dict(qm.convs)
     convs[first] = replace(conv, weight=np.ascontiguousarray(conv.weight[..., ::-1]))
-    return replace(qm, arch=arch, convs=convs)
+    float_weights = dict(qm.float_weights)
+    if first in float_weights:  # conv1 kept in float: its float32 weights (OHWI) turn the same way
+        w, b = float_weights[first]
+        float_weights[first] = (np.ascontiguousarray(w[..., ::-1]), b)
+    return replace(qm, arch=arch, convs=convs, float_weights=float_weights)
 
 
 __all__ = ["quantized_with_channel_order", "with_channel_order"]
