@@ -42,6 +42,13 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "ristretto-published": ("ristretto as published (min/max, no correction, nearest rounding)",
                             dict(scheme="ristretto", method="minmax", bias_correction=False,
                                  adaptive_rounding=False), 1.0),
+    "affine-reconstruct": ("... with block reconstruction (activation steps learned per block, 100 steps)",
+                           dict(reconstruction=True, reconstruction_iterations=100), 1.0),
+    "affine-reconstruct-rounding": ("... with block reconstruction learning the rounding too (300 steps)",
+                                    dict(reconstruction=True, reconstruction_iterations=300,
+                                         reconstruction_rounding=True), 1.0),
+    "ristretto-reconstruct": ("ristretto default with block reconstruction (power-of-two steps, 100 steps)",
+                              dict(scheme="ristretto", reconstruction=True, reconstruction_iterations=100), 1.0),
 }
 STANDARD = ["affine", "affine-no-adaround", "affine-eq0.25", "affine-eq0.75", "affine-half-images",
             "affine-quarter-images", "ristretto"]

@@ -42,10 +42,12 @@ from .model import SqueezeNet
 from .quant.empirical import empirical_bias_correction
 from .quant.equalize import equalization_pairs, equalize
 from .quant.quantize import check_weight_bits, quantize_model
+from .quant.reconstruct import DEFAULT_ITERATIONS as RECONSTRUCTION_ITERATIONS, reconstruct
 
 PASS_STATISTICS = "statistics"
 MAXIMA_BATCH = 8  # images per forward pass of the first pass when it only keeps channel maxima
 PASS_EMPIRICAL = "empirical bias correction"
+PASS_RECONSTRUCTION = "block reconstruction"
 OnPass = Callable[[str, int, int], None]
 _libc = None
 
@@ -83,12 +85,17 @@ class QuantizeOptions:
     empirical_bias_correction: bool = True  # quant/empirical.py, after the analytic correction
     weight_bits: int = 8  # weight grid ±(2^(b-1)-1) in int8 (quant/quantize.py); fewer levels: a smaller bundle
     adaptive_rounding: bool = True  # quant/rounding.py: weights rounded for the layer's output error
+    reconstruction: bool = False  # quant/reconstruct.py: activation steps (and rounding) learned per block
+    reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS  # Adam steps per block
+    reconstruction_rounding: bool = False  # reconstruction also learns the weight rounding (AdaRound)
 
     @classmethod
     def make(cls, *, scheme: Scheme | str = Scheme.AFFINE, method: Method | str | None = None,
              bias_correction: bool | None = None, percentile: float = 99.99,
              equalize: float | None = None, empirical_bias_correction: bool | None = None,
-             weight_bits: int = 8, adaptive_rounding: bool = True) -> "QuantizeOptions":
+             weight_bits: int = 8, adaptive_rounding: bool = True, reconstruction: bool = False,
+             reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS,
+             reconstruction_rounding: bool = False) -> "QuantizeOptions":
         """Checked once on entry: unknown names raise OptionError listing the allowed ones.
 
         Defaults per scheme (None), chosen by two-fold cross-validation on the calibration
@@ -102,7 +109,12 @@ class QuantizeOptions:
         bundle, at the accuracy cost the README's "Update bundle" table measures.
         `adaptive_rounding` (on by default, both schemes): each weight rounded up or down to
         lower its conv's output error on the calibration patches (quant/rounding.py; README
-        "Adaptive rounding")."""
+        "Adaptive rounding").
+        `reconstruction` (off by default): after the ranges and the rounding are chosen, each
+        block (conv1, each Fire module, conv10) fed its real quantized input learns its
+        activation step sizes against the FP32 block output, `reconstruction_iterations` Adam
+        steps per block; `reconstruction_rounding` also learns each weight's rounding
+        (quant/reconstruct.py). Empirical bias correction, when on, runs after it."""
         scheme = parse_enum(Scheme, scheme, "scheme")
         if method is None:
             method = Method.MINMAX if scheme is Scheme.AFFINE else Method.KL
@@ -114,9 +126,14 @@ class QuantizeOptions:
             empirical_bias_correction = bool(bias_correction)
         if not 0.0 <= float(equalize) <= 1.0:
             raise OptionError(f"equalize={equalize} must lie in [0, 1] (0 turns it off)")
+        if isinstance(reconstruction_iterations, bool) or not isinstance(reconstruction_iterations, int) \
+                or reconstruction_iterations < 1:
+            raise OptionError(f"reconstruction_iterations={reconstruction_iterations!r} must be a positive integer")
         return cls(scheme, as_method(method), bool(bias_correction), float(percentile), float(equalize),
                    bool(empirical_bias_correction), weight_bits=check_weight_bits(weight_bits),
-                   adaptive_rounding=bool(adaptive_rounding))
+                   adaptive_rounding=bool(adaptive_rounding), reconstruction=bool(reconstruction),
+                   reconstruction_iterations=reconstruction_iterations,
+                   reconstruction_rounding=bool(reconstruction_rounding))
 
 
 def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Sequence[str] = (),
@@ -235,6 +252,16 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
     qm = quantize_from_stats(model, stats, options, labels=labels, calibration=calibration,
                              patch_moments=conv_stats.patch_moments if conv_stats else None)
+    if options.reconstruction:
+        release_free_heap()
+        if on_pass is not None:
+            on_pass(PASS_RECONSTRUCTION, 0, count)
+        blocks_done = on_pass and (lambda done, total: on_pass(PASS_RECONSTRUCTION, done * count // total, count))
+        qm, report = reconstruct(qm, model, pixels, iterations=options.reconstruction_iterations,
+                                 learn_rounding=options.reconstruction_rounding, progress=blocks_done or None)
+        qm = replace(qm, calibration={**qm.calibration, "reconstruction": {
+            "iterations": options.reconstruction_iterations, "rounding": options.reconstruction_rounding,
+            "block_sqnr_db": {k: round(v[-1], 2) for k, v in report.items()}}})
     if options.empirical_bias_correction:
         release_free_heap()
         if on_pass is not None:

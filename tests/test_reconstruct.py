@@ -1,0 +1,123 @@
+"""Block reconstruction (quant/reconstruct.py) on the tiny arch: what it learns lowers the block
+errors it optimises, and what it hands on is an ordinary QuantizedModel."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgesqueeze.errors import OptionError
+from edgesqueeze.graph import OpKind
+from edgesqueeze.quant.params import validate
+from edgesqueeze.quant.reference import run_int8
+
+torch = pytest.importorskip("torch")
+
+ITERATIONS = 40
+
+
+def _calibrated(scheme: str, n: int = 12):
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+    from test_pipeline_options import _tiny
+
+    model, items, pixels = _tiny(n=n)
+    options = QuantizeOptions.make(scheme=scheme, empirical_bias_correction=False)
+    qm, _, fp32 = calibrate_and_quantize(model, items, options, pixels=pixels)
+    return qm, fp32, pixels
+
+
+@pytest.fixture(scope="module")
+def affine():
+    from edgesqueeze.quant.reconstruct import reconstruct
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    qm, fp32, pixels = _calibrated("affine")
+    out, report = reconstruct(qm, fp32, pixels, iterations=ITERATIONS, batch_size=8, learn_rounding=False,
+                              measure_start=True)
+    return qm, fp32, pixels, out, report
+
+
+def test_reconstruction_lowers_the_block_errors_it_fits(affine):
+    _, _, _, _, report = affine
+    assert list(report)[0] == "conv1" and list(report)[-1] == "conv10" and len(report) == 10
+    gains = [end - start for start, end in report.values()]
+    # conv1 sees the exact pixels, so its start is calibration's conv1 itself: the learned
+    # step fits the FP32 output better. The later blocks start from calibration's steps fed the
+    # reconstructed blocks before them; min/max steps are near a local optimum of the block
+    # error there, so they gain little, but a broken target, chain or bias (the FP32 bias
+    # swapped for the corrected one, learned biases) costs whole dB
+    assert gains[0] > 0.1, report
+    assert np.mean(gains) > -0.05 and min(gains) > -0.5, report
+    # with calibration's integer weights kept, only the steps moved
+    assert all(np.array_equal(c.weight, affine[0].convs[n].weight) for n, c in affine[3].convs.items())
+
+
+def test_result_is_a_valid_model_the_integer_reference_runs(affine):
+    qm, _, pixels, out, _ = affine
+    validate(out)
+    logits = run_int8(out, pixels).logits
+    assert logits.shape == (len(pixels), qm.arch.num_classes) and np.isfinite(logits).all()
+    for name, p in out.tensors.items():  # ReLU tensors: ranges [0, 255 s], zero point -128
+        if name != "input":
+            assert p.zero_point == -128 and math.isfinite(p.scale) and p.scale > 0, name
+    for name, (lo, hi) in out.calibration["ranges"].items():
+        if name != "input":  # the normalised input's range, not quantized (raw pixels are)
+            assert lo == 0.0 < hi and math.isfinite(hi), name
+    for n in out.nodes:  # concat inputs still write in the concat's parameters
+        if n.kind is OpKind.CONCAT:
+            assert all(out.tensors[i] == out.tensors[n.name] for i in n.inputs)
+
+
+def test_learned_rounding_stays_floor_or_ceil_and_keeps_zeros(affine):
+    from edgesqueeze.quant.quantize import fold_input_normalization
+    from edgesqueeze.quant.reconstruct import reconstruct
+
+    qm, fp32, pixels, _, _ = affine
+    out, _ = reconstruct(qm, fp32, pixels[:6], iterations=5, batch_size=4, learn_rounding=True)
+    assert np.isfinite(run_int8(out, pixels).logits).all()
+
+    params = fp32.numpy_params()
+    moved = 0
+    for name, c in out.convs.items():
+        w = np.asarray(params[name][0], np.float64)
+        if name == "conv1":
+            w, _ = fold_input_normalization(qm.arch, *params[name])
+        r = (w / c.weight_scale.astype(np.float64)[:, None, None, None]).transpose(0, 2, 3, 1)
+        q = c.weight.astype(np.float64)
+        assert np.all((q == np.floor(r)) | (q == np.ceil(r))), name
+        assert np.array_equal(c.weight_scale, qm.convs[name].weight_scale)
+        assert np.all(q[r == 0] == 0)
+        moved += int((c.weight != qm.convs[name].weight).sum())
+    assert moved > 0  # the rounding was learned, not copied
+
+
+def test_ristretto_steps_stay_powers_of_two_and_weights_are_kept():
+    from edgesqueeze.quant.reconstruct import reconstruct
+
+    qm, fp32, pixels = _calibrated("ristretto", n=8)
+    out, report = reconstruct(qm, fp32, pixels, iterations=4, batch_size=4)
+    validate(out)
+    for name, p in out.tensors.items():
+        if name != "input":  # raw pixels: scale 1, zero point -128 in both schemes
+            assert p.zero_point == 0 and p.fractional_length is not None, (name, p)
+    for name, c in out.convs.items():  # weights are calibration's integers without learned rounding
+        assert np.array_equal(c.weight, qm.convs[name].weight)
+    assert np.isfinite(run_int8(out, pixels).logits).all()
+    assert all(len(v) == 1 for v in report.values())
+
+
+def test_pipeline_option_runs_and_is_checked():
+    from edgesqueeze.pipeline import PASS_RECONSTRUCTION, QuantizeOptions, calibrate_and_quantize
+    from test_pipeline_options import _tiny
+
+    with pytest.raises(OptionError, match="reconstruction_iterations"):
+        QuantizeOptions.make(reconstruction=True, reconstruction_iterations=0)
+    assert QuantizeOptions.make().reconstruction is False
+    model, items, pixels = _tiny(n=6)
+    names = []
+    qm, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(reconstruction=True, reconstruction_iterations=2),
+                                      pixels=pixels, on_pass=lambda name, done, total: names.append((name, done)))
+    assert (PASS_RECONSTRUCTION, 6) in names and names.index((PASS_RECONSTRUCTION, 0)) < len(names) - 1
+    assert qm.calibration["reconstruction"]["iterations"] == 2 and qm.calibration["empirical_bias_correction"]
