@@ -88,6 +88,8 @@ class QuantizeOptions:
     reconstruction: bool = False  # quant/reconstruct.py: activation steps (and rounding) learned per block
     reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS  # Adam steps per block
     reconstruction_rounding: bool = False  # reconstruction also learns the weight rounding (AdaRound)
+    range_search: bool = False  # quant/range_search.py: activation ranges shrunk where the logits gain
+    equalize_per_layer: bool = False  # quant/eq_search.py: alpha per pair from EQ_ALPHAS (not `equalize`)
 
     @classmethod
     def make(cls, *, scheme: Scheme | str = Scheme.AFFINE, method: Method | str | None = None,
@@ -95,7 +97,8 @@ class QuantizeOptions:
              equalize: float | None = None, empirical_bias_correction: bool | None = None,
              weight_bits: int = 8, adaptive_rounding: bool = True, reconstruction: bool = False,
              reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS,
-             reconstruction_rounding: bool = False) -> "QuantizeOptions":
+             reconstruction_rounding: bool = False, range_search: bool = False,
+             equalize_per_layer: bool = False) -> "QuantizeOptions":
         """Checked once on entry: unknown names raise OptionError listing the allowed ones.
 
         Defaults per scheme (None), chosen by two-fold cross-validation on the calibration
@@ -114,7 +117,12 @@ class QuantizeOptions:
         block (conv1, each Fire module, conv10) fed its real quantized input learns its
         activation step sizes against the FP32 block output, `reconstruction_iterations` Adam
         steps per block; `reconstruction_rounding` also learns each weight's rounding
-        (quant/reconstruct.py). Empirical bias correction, when on, runs after it."""
+        (quant/reconstruct.py). Empirical bias correction, when on, runs after it.
+        `range_search` (off): after calibration, each activation range is shrunk by the factor
+        that raises the logit SQNR against FP32 on the first calibration images
+        (quant/range_search.py). `equalize_per_layer` (off): each equalization pair takes the
+        strength of quant/eq_search.EQ_ALPHAS that leaves the least error at its consumers,
+        instead of the one `equalize` strength (which must then be > 0 to equalize at all)."""
         scheme = parse_enum(Scheme, scheme, "scheme")
         if method is None:
             method = Method.MINMAX if scheme is Scheme.AFFINE else Method.KL
@@ -133,7 +141,8 @@ class QuantizeOptions:
                    bool(empirical_bias_correction), weight_bits=check_weight_bits(weight_bits),
                    adaptive_rounding=bool(adaptive_rounding), reconstruction=bool(reconstruction),
                    reconstruction_iterations=reconstruction_iterations,
-                   reconstruction_rounding=bool(reconstruction_rounding))
+                   reconstruction_rounding=bool(reconstruction_rounding), range_search=bool(range_search),
+                   equalize_per_layer=bool(equalize_per_layer))
 
 
 def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Sequence[str] = (),
@@ -234,7 +243,13 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         # the activation memory at the default 32
         maxima = ChannelMaxima(tensor for tensor, _, _ in equalization_pairs(model.arch))
         run(PASS_STATISTICS, model, maxima.tap, size=min(int(batch_size), MAXIMA_BATCH))
-        params, _ = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=options.equalize,
+        alpha = options.equalize
+        if options.equalize_per_layer:
+            from .quant.eq_search import DEFAULT_EQ_IMAGES, choose_alphas
+
+            alpha, _ = choose_alphas(model, pixels[:DEFAULT_EQ_IMAGES], maxima.result(),
+                                     weight_bits=options.weight_bits)
+        params, _ = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=alpha,
                              power_of_two=options.scheme is Scheme.RISTRETTO)
         model = SqueezeNet.from_params(model.arch, params)
     scratch = Scratch()  # the float64 temporaries of both, one set
@@ -262,6 +277,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         qm = replace(qm, calibration={**qm.calibration, "reconstruction": {
             "iterations": options.reconstruction_iterations, "rounding": options.reconstruction_rounding,
             "block_sqnr_db": {k: round(v[-1], 2) for k, v in report.items()}}})
+    before_empirical = qm
     if options.empirical_bias_correction:
         release_free_heap()
         if on_pass is not None:
@@ -280,6 +296,20 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                                                conv_kernel=ExactFloat32Conv())
         qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
                                       "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})
+    if options.range_search:
+        from .evaluate import fp32_logits
+        from .quant.range_search import DEFAULT_SEARCH_IMAGES, search_ranges, with_ranges
+
+        # searched on the model as it stands (empirical correction included), then applied to
+        # the model before that correction, which runs again for the new ranges
+        sub = pixels[:DEFAULT_SEARCH_IMAGES]
+        ranges, found = search_ranges(qm, sub, fp32_logits(model, sub), conv_kernel=ExactFloat32Conv())
+        qm = with_ranges(before_empirical, ranges)
+        if options.empirical_bias_correction:
+            qm, _ = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means,
+                                              conv_kernel=ExactFloat32Conv())
+            qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True})
+        qm = replace(qm, calibration={**qm.calibration, "range_search": found.to_dict()})
     return qm, stats, model
 
 

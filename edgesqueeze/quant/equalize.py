@@ -22,6 +22,8 @@ are left as they are (an add mixes two paths whose scales would have to move tog
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 
 from ..arch import Arch, Bypass
@@ -73,32 +75,44 @@ def equalize_weights(arch: Arch, params: Params, *, iterations: int = 4, max_fac
     return {k: (w.astype(np.float32), b.astype(np.float32)) for k, (w, b) in out.items()}
 
 
-def equalize(arch: Arch, params: Params, channel_max: dict[str, np.ndarray], *, alpha: float = 0.5,
-             max_factor: float = 16.0, power_of_two: bool = False) -> tuple[Params, dict[str, np.ndarray]]:
+def channel_factors(m: np.ndarray, alpha: float, max_factor: float = 16.0) -> np.ndarray:
+    """s_c = (max_all / max_c) ** alpha, capped at `max_factor`; 1 for channels that never fire."""
+    m = np.asarray(m, np.float64)
+    s = np.ones_like(m)
+    live = m > 0
+    if live.any():
+        s[live] = np.minimum((m[live].max() / m[live]) ** alpha, max_factor)
+    return s
+
+
+def equalize(arch: Arch, params: Params, channel_max: dict[str, np.ndarray], *,
+             alpha: float | Mapping[str, float] = 0.5, max_factor: float = 16.0,
+             power_of_two: bool = False) -> tuple[Params, dict[str, np.ndarray]]:
     """(new params, {tensor: s per channel}). `channel_max` maps activation tensors to their
     per-channel maxima from calibration. Channels that never fire (max 0) keep s = 1; factors are
-    capped at `max_factor` so a nearly-dead channel is not blown up.
+    capped at `max_factor` so a nearly-dead channel is not blown up. `alpha`: one strength for
+    every pair, or {tensor: strength} per pair (quant/eq_search.py chooses them; a tensor left
+    out is not rescaled).
 
     `power_of_two` (for power-of-two scales, Ristretto): afterwards every factor of a tensor is
     multiplied by one k in [1, 2) that puts the tensor's max at 127/128 of the next power of
     two, the top of the grid il = ceil(log2 max) + 1 would give it anyway — a tensor whose max
     sits just above a power of two otherwise wastes almost a bit."""
-    if not 0.0 <= alpha <= 1.0:
-        raise OptionError(f"alpha={alpha} must lie in [0, 1]")
+    per_pair = isinstance(alpha, Mapping)
+    for a in (alpha.values() if per_pair else [alpha]):
+        if not 0.0 <= a <= 1.0:
+            raise OptionError(f"alpha={a} must lie in [0, 1]")
     out = {k: (w.astype(np.float64).copy(), b.astype(np.float64).copy()) for k, (w, b) in params.items()}
     factors = {}
     for tensor, producers, consumers in equalization_pairs(arch):
         if tensor not in channel_max:
             raise OptionError(f"equalization needs the per-channel maxima of {tensor}; calibrate first")
         m = np.asarray(channel_max[tensor], np.float64)
-        s = np.ones_like(m)
-        live = m > 0
-        if live.any():
-            s[live] = np.minimum((m[live].max() / m[live]) ** alpha, max_factor)
-            if power_of_two:
-                top = float((m * s).max())
-                s *= 2.0 ** np.ceil(np.log2(top)) * (127 / 128) / top if top > 0 else 1.0
-                s = np.maximum(s, 1e-30)
+        s = channel_factors(m, alpha.get(tensor, 0.0) if per_pair else alpha, max_factor)
+        if power_of_two and (m > 0).any():
+            top = float((m * s).max())
+            s *= 2.0 ** np.ceil(np.log2(top)) * (127 / 128) / top if top > 0 else 1.0
+            s = np.maximum(s, 1e-30)
         factors[tensor] = s
         start = 0
         for p in producers:  # concat: the producers' rows follow one another

@@ -1,0 +1,223 @@
+"""Activation ranges searched on the logits: shrink each tensor's min/max range while the
+integer model's logits get closer to FP32's on the calibration images (numpy; torch kernels).
+
+    ranges, report = search_ranges(qm, pixels, fp32_logits, conv_kernel=ExactFloat32Conv())
+    qm2 = with_ranges(qm, ranges)
+
+Why. Per-tensor clipping methods chosen on each tensor's own histogram (percentile, MSE, KL)
+lose 3-8 dB of logit SQNR against min/max on SqueezeNet: the few large activations they clip
+carry the class evidence. Whether a tensor can lose part of its range is a question about the
+logits, not about the tensor's own squared error, so each candidate is scored there.
+
+How. Greedy, in graph order, over the tensors that own their parameters (a conv's output, a
+concat; a max pool and the convs writing into a concat share them, quantize.py): for each, the
+factors of `factors` below 1 are tried from the largest down, each scaling the tensor's range
+[lo, hi] to [f lo, f hi]; a factor is kept when the logit SQNR against FP32 on the search
+images rises by more than `min_gain_db`, and the search of that tensor stops at the first
+factor that does not beat the best so far (the score as a function of the clip is one bump:
+rounding noise falls and clipping error grows as the range shrinks). Widening is not tried:
+every SqueezeNet tensor ends in a ReLU, so its zero point is fixed at -128 and a wider range
+only coarsens the grid.
+
+Only the tensor's parameters and the int32 biases of the convs reading it change with a range
+(the int8 weights and their per-channel scales depend on the weights alone): `with_ranges`
+rescales each bias to its new accumulator step, rint(bias * s_in_old / s_in_new), which is
+within half an old step of quantizing the float bias afresh; empirical bias correction, run
+afterwards by the pipeline, sets every bias from the FP32 means again anyway.
+
+Cost. A candidate for a tensor reruns the graph from the first conv that writes it, on int8
+inputs kept from the best model so far: on average half the network per candidate. The int8
+tensors of every node are kept for the search images (about 5 MB per image for v1.0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import DataError, OptionError
+from ..graph import INPUT, OUTPUT, OpKind
+from . import kernels
+from .params import QParams, QuantizedModel, Scheme
+from .quantize import affine_qparams, power_of_two_qparams
+from .reference import ConvKernel, Requant, Requantizer, _mean_logits, int8_conv, pixels_to_int8
+
+SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+DEFAULT_SEARCH_IMAGES = 48
+MIN_GAIN_DB = 0.01  # a shrink must beat the best so far by this much (noise on a few dozen images)
+_ACC_BUDGET = 1 << 20  # int32 accumulators per conv chunk, as reference._run
+
+
+def owners(qm: QuantizedModel) -> list[str]:
+    """The tensors that own quantization parameters, in graph order: conv outputs not written
+    into a concat, and concats (max pools and concat inputs share theirs)."""
+    into_concat = {i for n in qm.nodes if n.kind is OpKind.CONCAT for i in n.inputs}
+    return [n.name for n in qm.nodes
+            if (n.kind is OpKind.CONV and n.name not in into_concat) or n.kind is OpKind.CONCAT]
+
+
+def _shared_with(qm: QuantizedModel) -> dict[str, list[str]]:
+    """{owner: every tensor whose parameters are the owner's, itself included}."""
+    out: dict[str, list[str]] = {name: [name] for name in owners(qm)}
+    source: dict[str, str] = {name: name for name in out}
+    for n in qm.nodes:
+        if n.kind is OpKind.CONCAT:
+            for i in n.inputs:
+                out[n.name].append(i)
+                source[i] = n.name
+    for n in qm.nodes:  # a max pool keeps its input's parameters
+        if n.kind is OpKind.MAXPOOL:
+            src = source[n.inputs[0]]
+            out[src].append(n.name)
+            source[n.name] = src
+    return out
+
+
+def with_ranges(qm: QuantizedModel, ranges: dict[str, tuple[float, float]]) -> QuantizedModel:
+    """`qm` with the owners named in `ranges` quantized to those ranges: their parameters (and
+    those of the tensors sharing them) and the int32 biases of the convs reading them (module
+    doc). Ranges of tensors not in `ranges` stay as they are."""
+    make = power_of_two_qparams if qm.scheme is Scheme.RISTRETTO else affine_qparams
+    shared = _shared_with(qm)
+    unknown = sorted(set(ranges) - set(shared))
+    if unknown:
+        raise OptionError(f"no quantization parameters of their own: {', '.join(unknown)}; "
+                          f"give ranges of {', '.join(shared)}")
+    tensors = dict(qm.tensors)
+    for owner, (lo, hi) in ranges.items():
+        p = make(lo, hi)
+        for t in shared[owner]:
+            tensors[t] = p
+    convs = dict(qm.convs)
+    for name, c in qm.convs.items():
+        old, new = np.float32(qm.tensors[c.input].scale), np.float32(tensors[c.input].scale)
+        if old == new:
+            continue
+        # bias in accumulator steps s_in * s_w[c]: the same real value at the new input scale
+        b = np.rint(c.bias.astype(np.float64) * (float(old) / float(new)))
+        if np.abs(b).max() >= 2**31:
+            raise OptionError(f"{name}: a bias does not fit int32 at the searched input range")
+        convs[name] = replace(c, bias=b.astype(np.int32))
+    ranges_info = dict(qm.calibration.get("ranges", {}))
+    ranges_info.update({k: [float(lo), float(hi)] for k, (lo, hi) in ranges.items()})
+    return replace(qm, tensors=tensors, convs=convs, calibration={**qm.calibration, "ranges": ranges_info})
+
+
+class _Runner:
+    """The integer reference (reference._run's arithmetic) node by node from any node on,
+    reading the int8 tensors before it from `env`. Keeps every tensor."""
+
+    def __init__(self, qm: QuantizedModel, conv_kernel: ConvKernel | None):
+        self.nodes = qm.nodes
+        self.kernel = conv_kernel or int8_conv
+
+    def run(self, qm: QuantizedModel, env: dict[str, np.ndarray], start: int) -> tuple[np.ndarray, dict]:
+        env = dict(env)
+        t = qm.tensors
+        logits = None
+        for n in self.nodes[start:]:
+            if n.kind is OpKind.CONV:
+                x, c = env[n.inputs[0]], qm.convs[n.name]
+                zp = t[n.name].zero_point
+                rq = Requantizer(c, t, zp, max(zp, -128) if n.relu else -128, Requant.FLOAT32)
+                o, kh, kw, _ = c.weight.shape
+                s, p = n.conv.stride, n.conv.pad
+                oh, ow = (x.shape[1] + 2 * p - kh) // s + 1, (x.shape[2] + 2 * p - kw) // s + 1
+                step = max(1, _ACC_BUDGET // (oh * ow * o))
+                env[n.name] = np.concatenate([self.kernel(x[i:i + step], n, c, t[c.input].zero_point, rq)
+                                              for i in range(0, len(x), step)])
+            elif n.kind is OpKind.MAXPOOL:
+                env[n.name] = kernels.max_pool(env[n.inputs[0]], kernel=n.kernel, stride=n.stride,
+                                               ceil_mode=n.ceil_mode)
+            elif n.kind is OpKind.CONCAT:
+                env[n.name] = np.concatenate([env[i] for i in n.inputs], axis=-1)
+            elif n.kind is OpKind.ADD:
+                a, b = (kernels.dequantize(env[i], t[i].scale, t[i].zero_point) for i in n.inputs)
+                env[n.name] = kernels.quantize(a + b, t[n.name].scale, t[n.name].zero_point, np.int8)
+            elif n.kind is OpKind.MEAN:
+                logits = _mean_logits(env[n.inputs[0]], t[n.inputs[0]])
+        return logits, env
+
+
+@dataclass(frozen=True)
+class RangeSearch:
+    """What the search chose and measured on its images."""
+
+    factors: dict[str, float]  # owner -> the kept factor of its min/max range (1.0: unchanged)
+    sqnr_before_db: float
+    sqnr_after_db: float
+    images: int
+    candidates: int  # partial runs of the integer model
+
+    def to_dict(self) -> dict:
+        return {"factors": {k: v for k, v in self.factors.items() if v != 1.0},
+                "sqnr_before_db": round(self.sqnr_before_db, 3), "sqnr_after_db": round(self.sqnr_after_db, 3),
+                "images": self.images, "candidates": self.candidates}
+
+
+def check_factors(factors: Sequence[float]) -> tuple[float, ...]:
+    fs = tuple(float(f) for f in factors)
+    if not fs or any(not (math.isfinite(f) and 0.0 < f <= 1.0) for f in fs):
+        raise OptionError(f"range search factors {factors!r} must be numbers in (0, 1], e.g. {SEARCH_FACTORS}")
+    return tuple(sorted(set(fs) | {1.0}, reverse=True))
+
+
+def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
+                  factors: Sequence[float] = SEARCH_FACTORS, min_gain_db: float = MIN_GAIN_DB,
+                  order: Sequence[str] | None = None,
+                  conv_kernel: ConvKernel | None = None) -> tuple[dict[str, tuple[float, float]], RangeSearch]:
+    """({owner: searched range}, report). `qm`: the model as calibrated (its ranges are the
+    starting point, min/max in the pipeline); `pixels`: uint8 (N, S, S, 3) calibration images
+    (never evaluation ones); `fp32`: the FP32 model's logits on them. `order`: the owners to
+    search, in that order (default: all, graph order). The searched ranges never score below
+    the starting ones on these images: a factor is kept only when it scores higher."""
+    from ..metrics import sqnr_db
+
+    pixels = np.asarray(pixels)
+    fp32 = np.asarray(fp32, np.float32)
+    if pixels.ndim != 4 or len(pixels) == 0 or len(fp32) != len(pixels):
+        raise DataError(f"range search needs calibration pixels (N, S, S, 3) and their FP32 logits, got "
+                        f"{pixels.shape} and {fp32.shape}")
+    fs = check_factors(factors)
+    names = owners(qm)
+    order = list(names if order is None else order)
+    bad = [o for o in order if o not in names]
+    if bad:
+        raise OptionError(f"not searchable: {', '.join(bad)}; choose among {', '.join(names)}")
+    base = {}
+    for o in names:
+        lo, hi = qm.calibration.get("ranges", {}).get(o) or qm.tensors[o].range()
+        base[o] = (float(lo), float(hi))
+    index = {n.name: k for k, n in enumerate(qm.nodes)}
+    # a tensor's candidates rerun the graph from the first conv that writes it
+    first_writer = {}
+    for o in names:
+        node = qm.nodes[index[o]]
+        first_writer[o] = min(index[i] for i in node.inputs) if node.kind is OpKind.CONCAT else index[o]
+    runner = _Runner(qm, conv_kernel)
+    chosen = {o: 1.0 for o in names}
+    current = with_ranges(qm, base)
+    logits, env = runner.run(current, {INPUT: pixels_to_int8(pixels)}, 0)
+    best = before = sqnr_db(fp32, logits)
+    runs = 1
+    for o in order:
+        lo, hi = base[o]
+        for f in fs[1:]:
+            ranges = {k: (base[k][0] * chosen[k], base[k][1] * chosen[k]) for k in names}
+            ranges[o] = (lo * f, hi * f)
+            cand = with_ranges(qm, ranges)
+            cand_logits, cand_env = runner.run(cand, env, first_writer[o])
+            runs += 1
+            score = sqnr_db(fp32, cand_logits)
+            if not score > best + min_gain_db:
+                break
+            best, chosen[o], current, env = score, f, cand, cand_env
+    final = {k: (base[k][0] * chosen[k], base[k][1] * chosen[k]) for k in names}
+    return final, RangeSearch(chosen, before, best, len(pixels), runs)
+
+
+__all__ = ["DEFAULT_SEARCH_IMAGES", "MIN_GAIN_DB", "RangeSearch", "SEARCH_FACTORS", "check_factors", "owners",
+           "search_ranges", "with_ranges"]
