@@ -24,10 +24,8 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from ..evaluate import compare, fp32_scores, int8_scores, per_layer_sqnr, sqnr_plot_png
-    from ..heap import map_large_blocks
     from ..metrics import accuracy, format_table
 
-    map_large_blocks()  # as the main job: freed tensors go back to the OS (heap.py)
     if args.int8 and args.split != "eval":
         raise EdgeSqueezeError(f"--int8 calibrates on the calibration split, so it evaluates on --split eval "
                                f"only (got --split {args.split}); calibration and evaluation images must be disjoint")

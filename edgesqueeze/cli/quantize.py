@@ -52,11 +52,9 @@ def _triple(v) -> str:
 def cmd_quantize(args) -> int:
     """The main job: weights -> calibration -> INT8 ONNX + INT8 TFLite (+ FP32 references),
     each verified against the integer reference before it is written."""
-    from ..heap import map_large_blocks
     from ..job import quantize
     from ..metrics import format_table
 
-    map_large_blocks()  # the job's tensors go back to the OS when freed (heap.py: the peak it saves)
     if args.eval_images and not args.calib_images:
         raise OptionError("--eval-images needs --calib-images (the images to calibrate on)")
     bars = PassBars(args.quiet)
