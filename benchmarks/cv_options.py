@@ -35,7 +35,7 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "affine-eq0": ("... without equalization", dict(equalize=0.0), 1.0),
     "affine-eq-per-layer": ("... with equalization strength per pair (0/0.25/0.5/0.75, consumer output error)",
                             dict(equalize_per_layer=True), 1.0),
-    "affine-logit-ranges": ("... with ranges shrunk by logit SQNR on 48 training images",
+    "affine-logit-ranges": ("... with ranges shrunk by logit SQNR on the training half",
                             dict(range_search=True), 1.0),
     "affine-kl": ("... with KL ranges", dict(method="kl"), 1.0),
     "affine-mse": ("... with MSE ranges", dict(method="mse"), 1.0),

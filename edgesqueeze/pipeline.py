@@ -119,8 +119,8 @@ class QuantizeOptions:
         steps per block; `reconstruction_rounding` also learns each weight's rounding
         (quant/reconstruct.py). Empirical bias correction, when on, runs after it.
         `range_search` (off): after calibration, each activation range is shrunk by the factor
-        that raises the logit SQNR against FP32 on the first calibration images
-        (quant/range_search.py). `equalize_per_layer` (off): each equalization pair takes the
+        that raises the logit SQNR against FP32 on the calibration images (at most
+        range_search.DEFAULT_SEARCH_IMAGES; quant/range_search.py). `equalize_per_layer` (off): each equalization pair takes the
         strength of quant/eq_search.EQ_ALPHAS that leaves the least error at its consumers,
         instead of the one `equalize` strength (which must then be > 0 to equalize at all)."""
         scheme = parse_enum(Scheme, scheme, "scheme")
