@@ -744,6 +744,29 @@ def test_dequantize_values_and_round_trip():
     assert err.max() <= scale / 2 * (1 + 1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
+def test_dequantize_of_8_and_16_bit_tensors_is_the_float64_products_rounding(dtype):
+    """8/16-bit tensors dequantize in float32 alone; every value must be the exact product
+    (q - zp) * float32(scale) rounded once to float32, bit for bit, per tensor and per channel,
+    scales drawn over many binades (including ones whose products round)."""
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dtype)
+    q = rng.integers(info.min, info.max, size=(7, 5, 4, 6), endpoint=True).astype(dtype)
+    for axis, n in ((None, 1), (3, 6), (0, 7)):
+        scale = np.float32(2.0) ** rng.uniform(-40, 20, n) * rng.uniform(1, 2, n)
+        zp = rng.integers(info.min // 2, info.max // 2, n, endpoint=True)
+        if axis is None:
+            scale, zp = scale[0], zp[0]
+        shape = [1] * q.ndim
+        if axis is not None:
+            shape[axis] = n
+        exact = (q.astype(np.int64) - np.reshape(zp, shape)).astype(np.float64)
+        want = (exact * np.reshape(np.asarray(scale, np.float32).astype(np.float64), shape)).astype(np.float32)
+        got = dequantize(q, scale, zp, axis=axis)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_quantize_errors():
     x = np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="NaN"):
