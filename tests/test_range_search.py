@@ -60,19 +60,36 @@ def test_shrinking_a_range_shares_it_and_rescales_the_readers_bias(calibrated):
         np.testing.assert_array_equal(m.convs[c.name].bias, c.bias)
 
 
-def test_partial_runs_match_the_integer_reference(calibrated, tiny):
-    from edgesqueeze.graph import INPUT
-    from edgesqueeze.quant.range_search import _Runner
-    from edgesqueeze.quant.reference import pixels_to_int8, run_int8
+def test_a_resumed_run_matches_the_whole_run_and_leaves_its_tensors_alone(calibrated, tiny):
+    """run_int8 resumed mid-graph (what the search does per candidate) gives the whole run's
+    logits and tensors, and never writes into the arrays it resumed from."""
+    from edgesqueeze.quant.reference import run_int8
 
     qm, _ = calibrated
     pixels = tiny[2][:6]
-    runner = _Runner(qm, None)
-    logits, env = runner.run(qm, {INPUT: pixels_to_int8(pixels)}, 0)
-    np.testing.assert_array_equal(logits, run_int8(qm, pixels).logits)
-    start = [n.name for n in qm.nodes].index("fire3.squeeze")
-    again, _ = runner.run(qm, env, start)
-    np.testing.assert_array_equal(again, logits)
+    whole = run_int8(qm, pixels, keep=True)
+    np.testing.assert_array_equal(whole.logits, run_int8(qm, pixels).logits)
+    before = {k: v.copy() for k, v in whole.tensors.items()}
+    names = [n.name for n in qm.nodes]
+    for at in ("fire3.squeeze", "fire2.expand1x1"):  # the latter: a concat rebuilt from its first conv
+        again = run_int8(qm, pixels, keep=True, start=names.index(at), tensors=whole.tensors)
+        np.testing.assert_array_equal(again.logits, whole.logits)
+        for k, v in whole.tensors.items():
+            np.testing.assert_array_equal(again.tensors[k], v)
+            np.testing.assert_array_equal(v, before[k])
+    # another model (fire2.concat's range halved) resumed from this run's tensors: its own whole
+    # run's logits, and this run's arrays untouched
+    from edgesqueeze.quant.range_search import owners, with_ranges
+
+    base = {o: tuple(qm.calibration.get("ranges", {}).get(o) or qm.tensors[o].range()) for o in owners(qm)}
+    cand = with_ranges(qm, {**base, "fire2.concat": (base["fire2.concat"][0] / 2, base["fire2.concat"][1] / 2)})
+    resumed = run_int8(cand, pixels, keep=True, start=names.index("fire2.expand1x1"), tensors=whole.tensors)
+    np.testing.assert_array_equal(resumed.logits, run_int8(cand, pixels).logits)
+    assert not np.array_equal(resumed.tensors["fire2.concat"], whole.tensors["fire2.concat"])
+    for k, v in whole.tensors.items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match="keep=True"):
+        run_int8(qm, pixels, start=3, tensors=whole.tensors)
 
 
 def test_searched_ranges_never_score_below_min_max_and_run_in_the_reference(calibrated, tiny):

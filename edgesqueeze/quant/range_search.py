@@ -40,11 +40,10 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError, OptionError
-from ..graph import INPUT, OUTPUT, OpKind
-from . import kernels
-from .params import QParams, QuantizedModel, Scheme
+from ..graph import OpKind
+from .params import QuantizedModel, Scheme
 from .quantize import affine_qparams, power_of_two_qparams
-from .reference import ConvKernel, Requant, Requantizer, _mean_logits, int8_conv, pixels_to_int8
+from .reference import ConvKernel, run_int8
 
 SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 # the pipeline searches on the calibration images, at most this many (memory: every int8 tensor
@@ -53,7 +52,6 @@ SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 # the shrinks fitted those few images) and all 97 raised it (29.31 dB)
 DEFAULT_SEARCH_IMAGES = 128
 MIN_GAIN_DB = 0.05  # a shrink must beat the best so far by this much (noise on a hundred images)
-_ACC_BUDGET = 1 << 20  # int32 accumulators per conv chunk, as reference._run
 
 
 def owners(qm: QuantizedModel) -> list[str]:
@@ -111,42 +109,6 @@ def with_ranges(qm: QuantizedModel, ranges: dict[str, tuple[float, float]]) -> Q
     return replace(qm, tensors=tensors, convs=convs, calibration={**qm.calibration, "ranges": ranges_info})
 
 
-class _Runner:
-    """The integer reference (reference._run's arithmetic) node by node from any node on,
-    reading the int8 tensors before it from `env`. Keeps every tensor."""
-
-    def __init__(self, qm: QuantizedModel, conv_kernel: ConvKernel | None):
-        self.nodes = qm.nodes
-        self.kernel = conv_kernel or int8_conv
-
-    def run(self, qm: QuantizedModel, env: dict[str, np.ndarray], start: int) -> tuple[np.ndarray, dict]:
-        env = dict(env)
-        t = qm.tensors
-        logits = None
-        for n in self.nodes[start:]:
-            if n.kind is OpKind.CONV:
-                x, c = env[n.inputs[0]], qm.convs[n.name]
-                zp = t[n.name].zero_point
-                rq = Requantizer(c, t, zp, max(zp, -128) if n.relu else -128, Requant.FLOAT32)
-                o, kh, kw, _ = c.weight.shape
-                s, p = n.conv.stride, n.conv.pad
-                oh, ow = (x.shape[1] + 2 * p - kh) // s + 1, (x.shape[2] + 2 * p - kw) // s + 1
-                step = max(1, _ACC_BUDGET // (oh * ow * o))
-                env[n.name] = np.concatenate([self.kernel(x[i:i + step], n, c, t[c.input].zero_point, rq)
-                                              for i in range(0, len(x), step)])
-            elif n.kind is OpKind.MAXPOOL:
-                env[n.name] = kernels.max_pool(env[n.inputs[0]], kernel=n.kernel, stride=n.stride,
-                                               ceil_mode=n.ceil_mode)
-            elif n.kind is OpKind.CONCAT:
-                env[n.name] = np.concatenate([env[i] for i in n.inputs], axis=-1)
-            elif n.kind is OpKind.ADD:
-                a, b = (kernels.dequantize(env[i], t[i].scale, t[i].zero_point) for i in n.inputs)
-                env[n.name] = kernels.quantize(a + b, t[n.name].scale, t[n.name].zero_point, np.int8)
-            elif n.kind is OpKind.MEAN:
-                logits = _mean_logits(env[n.inputs[0]], t[n.inputs[0]])
-        return logits, env
-
-
 @dataclass(frozen=True)
 class RangeSearch:
     """What the search chose and measured on its images."""
@@ -202,10 +164,10 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
     for o in names:
         node = qm.nodes[index[o]]
         first_writer[o] = min(index[i] for i in node.inputs) if node.kind is OpKind.CONCAT else index[o]
-    runner = _Runner(qm, conv_kernel)
     chosen = {o: 1.0 for o in names}
     current = with_ranges(qm, base)
-    logits, env = runner.run(current, {INPUT: pixels_to_int8(pixels)}, 0)
+    run = run_int8(current, pixels, keep=True, conv_kernel=conv_kernel)
+    logits, env = run.logits, run.tensors
     best = before = sqnr_db(fp32, logits)
     runs = 1
     for o in order:
@@ -214,7 +176,9 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
             ranges = {k: (base[k][0] * chosen[k], base[k][1] * chosen[k]) for k in names}
             ranges[o] = (lo * f, hi * f)
             cand = with_ranges(qm, ranges)
-            cand_logits, cand_env = runner.run(cand, env, first_writer[o])
+            # the graph again from the first conv that writes the tensor (resumed, not rerun)
+            rerun = run_int8(cand, pixels, keep=True, conv_kernel=conv_kernel, start=first_writer[o], tensors=env)
+            cand_logits, cand_env = rerun.logits, rerun.tensors
             runs += 1
             score = sqnr_db(fp32, cand_logits)
             if not score > best + min_gain_db:

@@ -171,10 +171,15 @@ def float_conv(qm: QuantizedModel, node: Node) -> FloatConv:
 
 
 def run_int8(qm: QuantizedModel, pixels: np.ndarray, *, requant: Requant | str = Requant.FLOAT32,
-             keep: bool = False, conv_kernel: ConvKernel | None = None) -> IntRun:
+             keep: bool = False, conv_kernel: ConvKernel | None = None, start: int = 0,
+             tensors: dict[str, np.ndarray] | None = None) -> IntRun:
     """Run the quantized model on uint8 pixels (N, H, W, 3) or (H, W, 3). `conv_kernel`: the
-    integer conv in another form that gives the same integers (exact_conv.ExactFloat32Conv)."""
-    return _run(qm, pixels, parse_enum(Requant, requant, "requant"), keep=keep, conv_kernel=conv_kernel)
+    integer conv in another form that gives the same integers (exact_conv.ExactFloat32Conv).
+    `start`, `tensors`: resume at node `start` of `qm.nodes`, reading what the nodes before it
+    wrote from `tensors` (the `tensors` of a keep=True run on the same pixels, whose arrays are
+    only read); a search that changes one tensor's parameters reruns the graph from there."""
+    return _run(qm, pixels, parse_enum(Requant, requant, "requant"), keep=keep, conv_kernel=conv_kernel,
+                start=start, tensors=tensors)
 
 
 def _conv_out_shape(node: Node, conv: QConv, x_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -223,7 +228,8 @@ def _mean_logits(q: np.ndarray, p) -> np.ndarray:
 
 def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = False,
          before_conv: BeforeConv | None = None, chunk: int | None = None,
-         progress: WorkProgress | None = None, conv_kernel: ConvKernel | None = None) -> IntRun:
+         progress: WorkProgress | None = None, conv_kernel: ConvKernel | None = None, start: int = 0,
+         tensors: dict[str, np.ndarray] | None = None) -> IntRun:
     """run_int8, plus what empirical bias correction (quant/empirical.py) needs: `before_conv`,
     `progress` after every chunk of images of every conv, and `conv_kernel` in place of int8_conv.
 
@@ -244,6 +250,14 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
     nodes = qm.nodes
     count = len(pixels)
     env: dict[str, np.ndarray] = {INPUT: pixels_to_int8(pixels)}
+    if start:
+        if not keep or tensors is None or not 0 < start < len(nodes):
+            raise ValueError(f"resuming at node {start} needs keep=True and the tensors of an earlier run "
+                             f"(0 < start < {len(nodes)})")
+        # every tensor written at or after `start` is computed anew (never written into: a
+        # concat found in `tensors` would otherwise be filled in place)
+        later = {n.name for n in nodes[start:]}
+        env = {k: v for k, v in tensors.items() if k not in later}
     logits = None
     # the last node that reads each tensor: past it the tensor is dropped (peak memory stays
     # at a few feature maps) unless `keep` asks for all of them
@@ -275,6 +289,8 @@ def _run(qm: QuantizedModel, pixels: np.ndarray, how: Requant, *, keep: bool = F
     floats = {name: float_conv(qm, by_name[name]) for name in qm.float_convs}
     fused: set[str] = set()  # nodes computed chunk by chunk together with a conv before them
     for k, n in enumerate(nodes):
+        if k < start:
+            continue
         if n.name in fused:
             pass
         elif n.kind is OpKind.CONV:
