@@ -126,11 +126,17 @@ def pool_padding(size: int, kernel: int, stride: int, ceil_mode: bool) -> _Pad:
 # ---------------------------------------------------------------- ops
 
 
-def _pad_op(g: _Graph, src: str, name: str, before_after: tuple[int, int], *, fill_min: bool) -> str:
-    """PAD (fills with the zero point, or 0.0 for float) or PADV2 (fills with the dtype's
-    minimum) on H and W: rows/cols `before` on top/left, `after` on bottom/right."""
+def _padded_input(g: _Graph, node: Node, pad: _Pad, *, fill_min: bool) -> str:
+    """`node`'s input as its op reads it: the input itself, or, where `pad` needs explicit
+    padding, a PAD (fills with the zero point, or 0.0 for float) or PADV2 (fills with the
+    dtype's minimum) of it on H and W named `<node>.pad`: rows/cols `before` on top/left,
+    `after` on bottom/right."""
+    src = node.inputs[0]
+    if pad.explicit is None:
+        return src
     s = g.s
-    b, a = before_after
+    name = f"{node.name}.pad"
+    b, a = pad.explicit
     n, h, w, c = g.shapes[src]
     paddings = np.array([[0, 0], [b, a], [b, a], [0, 0]], np.int32)
     g.tensor(f"{name}.paddings", (4, 2), "INT32", data=paddings)
@@ -155,11 +161,8 @@ def _conv_op(g: _Graph, n: Node, weight: np.ndarray, bias: np.ndarray, *, out_q=
              weight_q=None, bias_q=None) -> None:
     s = g.s
     c = n.conv
-    src = n.inputs[0]
-    _, h, w, _ = g.shapes[src]
-    pad = conv_padding(h, c.kernel, c.stride, c.pad)
-    if pad.explicit is not None:
-        src = _pad_op(g, src, f"{n.name}.pad", pad.explicit, fill_min=False)
+    pad = conv_padding(g.shapes[n.inputs[0]][1], c.kernel, c.stride, c.pad)
+    src = _padded_input(g, n, pad, fill_min=False)
     g.tensor(f"{n.name}.weight", weight.shape, _NP_TO_TFL[weight.dtype], data=weight,
              **(weight_q or {}))
     g.tensor(f"{n.name}.bias", bias.shape, _NP_TO_TFL[bias.dtype], data=bias, **(bias_q or {}))
@@ -174,11 +177,9 @@ def _conv_op(g: _Graph, n: Node, weight: np.ndarray, bias: np.ndarray, *, out_q=
 
 def _pool_op(g: _Graph, n: Node) -> None:
     s = g.s
-    src = n.inputs[0]
-    _, h, w, ch = g.shapes[src]
+    _, h, _, ch = g.shapes[n.inputs[0]]
     pad = pool_padding(h, n.kernel, n.stride, n.ceil_mode)
-    if pad.explicit is not None:
-        src = _pad_op(g, src, f"{n.name}.pad", pad.explicit, fill_min=True)
+    src = _padded_input(g, n, pad, fill_min=True)
     g.like(n.name, n.inputs[0], (1, pad.out, pad.out, ch))
     o = s.Pool2DOptionsT()
     o.padding = getattr(s.Padding, pad.padding)
