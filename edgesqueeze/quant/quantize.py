@@ -162,6 +162,20 @@ def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out:
     return QConv(name, spec, np.ascontiguousarray(q), ws, bq.astype(np.int32), inp, out), gain
 
 
+def parameter_owners(nodes) -> dict[str, str]:
+    """{tensor: the tensor whose range sets its quantization parameters}, for every node's
+    output but the head's (its logits stay float): a conv feeding a concat writes in the
+    concat's parameters (module doc), a max pool keeps its input's, every other tensor owns its
+    own. `nodes`: the lowered graph (graph.lower), in order."""
+    into_concat = {i: n.name for n in nodes if n.kind is OpKind.CONCAT for i in n.inputs}
+    owner: dict[str, str] = {}
+    for n in nodes:
+        if n.kind is OpKind.MEAN:
+            continue
+        owner[n.name] = owner[n.inputs[0]] if n.kind is OpKind.MAXPOOL else into_concat.get(n.name, n.name)
+    return owner
+
+
 def quantize_model(
     arch: Arch,
     params: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -194,19 +208,14 @@ def quantize_model(
         raise OptionError(f"calibrated ranges are NaN/Inf for: {', '.join(bad)}; check the weights and images")
 
     make = power_of_two_qparams if scheme is Scheme.RISTRETTO else affine_qparams
-    # A conv feeding a concat writes in the concat's parameters (module doc).
-    shared = {i: n.name for n in nodes if n.kind is OpKind.CONCAT for i in n.inputs}
+    owner = parameter_owners(nodes)
     tensors: dict[str, QParams] = {INPUT: INPUT_QPARAMS}
     convs: dict[str, QConv] = {}
     gains: dict[str, float | None] = {}
     for n in nodes:
-        if n.kind is OpKind.MEAN:
+        if n.name not in owner:
             continue  # the head dequantizes before averaging: logits stay float
-        if n.kind is OpKind.MAXPOOL:
-            tensors[n.name] = tensors[n.inputs[0]]
-            continue
-        src = shared.get(n.name, n.name)
-        tensors[n.name] = make(*ranges[src])
+        tensors[n.name] = make(*ranges[owner[n.name]])
         if n.kind is OpKind.CONV:
             w, b = params[n.name]
             mu = None if channel_means is None else channel_means.get(n.inputs[0])

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import DataError, OptionError
 from ..graph import OpKind
 from .params import QuantizedModel, Scheme
-from .quantize import affine_qparams, power_of_two_qparams
+from .quantize import affine_qparams, parameter_owners, power_of_two_qparams
 from .reference import ConvKernel, run_int8
 
 SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
@@ -57,25 +57,14 @@ MIN_GAIN_DB = 0.05  # a shrink must beat the best so far by this much (noise on 
 def owners(qm: QuantizedModel) -> list[str]:
     """The tensors that own quantization parameters, in graph order: conv outputs not written
     into a concat, and concats (max pools and concat inputs share theirs)."""
-    into_concat = {i for n in qm.nodes if n.kind is OpKind.CONCAT for i in n.inputs}
-    return [n.name for n in qm.nodes
-            if (n.kind is OpKind.CONV and n.name not in into_concat) or n.kind is OpKind.CONCAT]
+    return list(dict.fromkeys(parameter_owners(qm.nodes).values()))
 
 
 def _shared_with(qm: QuantizedModel) -> dict[str, list[str]]:
     """{owner: every tensor whose parameters are the owner's, itself included}."""
-    out: dict[str, list[str]] = {name: [name] for name in owners(qm)}
-    source: dict[str, str] = {name: name for name in out}
-    for n in qm.nodes:
-        if n.kind is OpKind.CONCAT:
-            for i in n.inputs:
-                out[n.name].append(i)
-                source[i] = n.name
-    for n in qm.nodes:  # a max pool keeps its input's parameters
-        if n.kind is OpKind.MAXPOOL:
-            src = source[n.inputs[0]]
-            out[src].append(n.name)
-            source[n.name] = src
+    out: dict[str, list[str]] = {}
+    for tensor, owner in parameter_owners(qm.nodes).items():
+        out.setdefault(owner, []).append(tensor)
     return out
 
 

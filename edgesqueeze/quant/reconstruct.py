@@ -77,7 +77,8 @@ import numpy as np
 from ..errors import OptionError
 from ..graph import INPUT, OpKind, lower
 from .params import QConv, QParams, QuantizedModel, Scheme, validate
-from .quantize import affine_qparams, fold_input_normalization, power_of_two_qparams, weight_qmax
+from .quantize import (affine_qparams, fold_input_normalization, parameter_owners, power_of_two_qparams,
+                       weight_qmax)
 
 DEFAULT_ITERATIONS = 100
 DEFAULT_BATCH = 16
@@ -379,16 +380,9 @@ def _quantized_model(qm: QuantizedModel, convs: dict, ranges: dict) -> Quantized
     """qm with the learned ranges, int weights and biases (module doc: the scheme's own rule
     for the parameters, concat inputs sharing the concat's, pools their input's)."""
     make = power_of_two_qparams if qm.scheme is Scheme.RISTRETTO else affine_qparams
-    nodes = lower(qm.arch)
-    shared = {i: n.name for n in nodes if n.kind is OpKind.CONCAT for i in n.inputs}
     tensors: dict[str, QParams] = {INPUT: qm.tensors[INPUT]}
-    for n in nodes:
-        if n.kind is OpKind.MEAN:
-            continue
-        if n.kind is OpKind.MAXPOOL:
-            tensors[n.name] = tensors[n.inputs[0]]
-        else:
-            tensors[n.name] = make(*ranges[shared.get(n.name, n.name)])
+    for name, owner in parameter_owners(lower(qm.arch)).items():
+        tensors[name] = make(*ranges[owner])
     new = {}
     for name, c in convs.items():
         old = qm.convs[name]
