@@ -277,8 +277,9 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         qm = replace(qm, calibration={**qm.calibration, "reconstruction": {
             "iterations": options.reconstruction_iterations, "rounding": options.reconstruction_rounding,
             "block_sqnr_db": {k: round(v[-1], 2) for k, v in report.items()}}})
-    before_empirical = qm
-    if options.empirical_bias_correction:
+
+    def with_empirical_correction(qm):
+        """qm after empirical bias correction, the pass reported to on_pass and recorded."""
         release_free_heap()
         if on_pass is not None:
             on_pass(PASS_EMPIRICAL, 0, count)
@@ -294,8 +295,12 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
 
         qm, shifts = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means, progress=work,
                                                conv_kernel=ExactFloat32Conv())
-        qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
-                                      "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})
+        return replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True,
+                                        "empirical_shift_mean_acc_steps": {k: round(v, 2) for k, v in shifts.items()}})
+
+    before_empirical = qm
+    if options.empirical_bias_correction:
+        qm = with_empirical_correction(qm)
     if options.range_search:
         from .evaluate import fp32_logits
         from .quant.range_search import DEFAULT_SEARCH_IMAGES, search_ranges, with_ranges
@@ -306,9 +311,7 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         ranges, found = search_ranges(qm, sub, fp32_logits(model, sub), conv_kernel=ExactFloat32Conv())
         qm = with_ranges(before_empirical, ranges)
         if options.empirical_bias_correction:
-            qm, _ = empirical_bias_correction(qm, pixels, conv_stats.preactivation_means,
-                                              conv_kernel=ExactFloat32Conv())
-            qm = replace(qm, calibration={**qm.calibration, "empirical_bias_correction": True})
+            qm = with_empirical_correction(qm)
         qm = replace(qm, calibration={**qm.calibration, "range_search": found.to_dict()})
     return qm, stats, model
 
