@@ -203,6 +203,8 @@ def quantize(
     adaptive_rounding: bool = True,
     equalize: float | None = None,
     weight_bits: int = 8,
+    unsigned_activations: bool | None = None,
+    per_channel_weights: bool | None = None,
     input_size: int | None = None,
     resize: int | tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
@@ -236,6 +238,8 @@ def quantize(
     `calib_limit`: calibrate on at most this many of the calibration images, evenly spaced
     over them (default DEFAULT_CALIB_IMAGES, 96; 0: all); `eval_limit`: the first N evaluation
     images (0: all).
+    `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
+    None: on for ristretto, and must stay None for affine).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
     of each file per thread count for the latency cost.
@@ -255,7 +259,9 @@ def quantize(
     # ---- every option, before any slow work
     options = QuantizeOptions.make(scheme=scheme, method=method, bias_correction=bias_correction,
                                    equalize=equalize, empirical_bias_correction=empirical_bias_correction,
-                                   weight_bits=weight_bits, adaptive_rounding=adaptive_rounding)
+                                   weight_bits=weight_bits, adaptive_rounding=adaptive_rounding,
+                                   unsigned_activations=unsigned_activations,
+                                   per_channel_weights=per_channel_weights)
     formats = _check_formats(formats)
     from .export.onnx import as_target
 
@@ -589,6 +595,8 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
         "options": {"scheme": opts.scheme.value, "method": opts.method.value, "bias_correction": opts.bias_correction,
                     "equalize": opts.equalize, "empirical_bias_correction": opts.empirical_bias_correction,
                     "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits,
+                    **({"unsigned_activations": opts.unsigned_activations,
+                        "per_channel_weights": opts.per_channel_weights} if opts.scheme.value == "ristretto" else {}),
                     **({} if r.mixed_precision is None else r.mixed_precision.search.target.to_dict())},
         "qparams": str(r.qparams), "files": [f.to_dict() for f in r.files],
         "stages": [s.to_dict() for s in r.stages], "warnings": list(r.warnings),

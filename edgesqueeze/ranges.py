@@ -119,18 +119,23 @@ def _mse_errors(h: np.ndarray, step: float, n_eff: int, num_levels: int, lo_abs:
 POW2_MSE_CANDIDATES = 8  # integer lengths tried: from the max's down to 7 below it (1/128 of the range)
 
 
-def _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all) -> tuple[float, float]:
+def _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all,
+                            unsigned: bool = False) -> tuple[float, float]:
     """MSE over Ristretto's grids (module docstring): symmetric int8, step s = 2**(il - 8),
     values clipped at c = 127 * s. On the |x| histogram that grid has 128 levels over [0, c],
     so `_mse_errors` with num_levels = 128 gives the error at each bin edge; a clip beyond the
-    last non-empty bin clips nothing and costs rounding noise alone."""
-    il_max = math.ceil(math.log2(amax)) + 1
-    err = _mse_errors(h, step, n_eff, 128, None, amax)
+    last non-empty bin clips nothing and costs rounding noise alone. `unsigned` with a one-sided
+    tensor: the unsigned grid (quantize.power_of_two_qparams), 256 levels over [0, 255 * s],
+    il = ceil(log2(max))."""
+    wide = unsigned and one_sided
+    levels = 256 if wide else 128
+    il_max = math.ceil(math.log2(amax)) + (0 if wide else 1)
+    err = _mse_errors(h, step, n_eff, levels, None, amax)
     total = float(h[:n_eff].sum())
     best = None
     for il in range(il_max, il_max - POW2_MSE_CANDIDATES, -1):
         s = 2.0 ** (il - 8)
-        c = 127 * s
+        c = (levels - 1) * s
         k = int(round(c / step))
         e = total * s * s / 12.0 if k >= n_eff else (float(err[k - 1]) if k >= 1 else math.inf)
         if best is None or e < best[0]:
@@ -188,10 +193,14 @@ def choose_range(
     percentile: float = 99.99,
     num_levels: int = 256,
     power_of_two: bool = False,
+    unsigned: bool = False,
 ) -> tuple[float, float]:
     """The clipping range [lo, hi] to quantize this tensor with (see the module docstring).
     Always lo <= 0 <= hi and hi - lo > 0; lo >= min and hi <= max unless degenerate.
-    `power_of_two` makes MSE search Ristretto's power-of-two grids (module docstring)."""
+    `power_of_two` makes MSE search Ristretto's power-of-two grids (module docstring).
+    `unsigned` (with `power_of_two`): a one-sided tensor is quantized on 256 levels over [0, t]
+    (quantize.power_of_two_qparams), so MSE searches that grid and KL merges into 256 bins
+    instead of 128."""
     method = as_method(method)
     num_levels = _check_levels(num_levels)
     if method is Method.PERCENTILE and not (0.0 < float(percentile) <= 100.0):
@@ -218,12 +227,12 @@ def choose_range(
     if method is Method.PERCENTILE:
         t = _percentile_threshold(h[:n_eff], step, float(percentile))
     elif method is Method.MSE and power_of_two:
-        return _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all)
+        return _power_of_two_mse_range(h, step, n_eff, amax, one_sided, lo_all, hi_all, unsigned)
     elif method is Method.MSE:
         err = _mse_errors(h, step, n_eff, num_levels, None if one_sided else -lo_all, hi_all)
         t = (int(np.argmin(err)) + 1) * step
     else:  # KL
-        nq = num_levels // 2
+        nq = num_levels if (power_of_two and unsigned and one_sided) else num_levels // 2
         hk = h[:n_eff].astype(np.int64)  # a copy
         if hk.size > 1:
             hk[0] = hk[1]  # the zero bin: see "KL and the zero bin" in the module docstring

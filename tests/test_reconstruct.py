@@ -18,12 +18,12 @@ torch = pytest.importorskip("torch")
 ITERATIONS = 40
 
 
-def _calibrated(scheme: str, n: int = 12):
+def _calibrated(scheme: str, n: int = 12, **kw):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from test_pipeline_options import _tiny
 
     model, items, pixels = _tiny(n=n)
-    options = QuantizeOptions.make(scheme=scheme, empirical_bias_correction=False)
+    options = QuantizeOptions.make(scheme=scheme, empirical_bias_correction=False, **kw)
     qm, _, fp32 = calibrate_and_quantize(model, items, options, pixels=pixels)
     return qm, fp32, pixels
 
@@ -93,15 +93,16 @@ def test_learned_rounding_stays_floor_or_ceil_and_keeps_zeros(affine):
     assert moved > 0  # the rounding was learned, not copied
 
 
-def test_ristretto_steps_stay_powers_of_two_and_weights_are_kept():
+@pytest.mark.parametrize("unsigned", [True, False])
+def test_ristretto_steps_stay_powers_of_two_and_weights_are_kept(unsigned):
     from edgesqueeze.quant.reconstruct import reconstruct
 
-    qm, fp32, pixels = _calibrated("ristretto", n=8)
+    qm, fp32, pixels = _calibrated("ristretto", n=8, unsigned_activations=unsigned)
     out, report = reconstruct(qm, fp32, pixels, iterations=4, batch_size=4)
     validate(out)
     for name, p in out.tensors.items():
         if name != "input":  # raw pixels: scale 1, zero point -128 in both schemes
-            assert p.zero_point == 0 and p.fractional_length is not None, (name, p)
+            assert p.zero_point == (-128 if unsigned else 0) and p.fractional_length is not None, (name, p)
     for name, c in out.convs.items():  # weights are calibration's integers without learned rounding
         assert np.array_equal(c.weight, qm.convs[name].weight)
     assert np.isfinite(run_int8(out, pixels).logits).all()

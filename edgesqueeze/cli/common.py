@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import EdgeSqueezeError
+from ..errors import EdgeSqueezeError, OptionError
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -93,7 +93,25 @@ def _quantize_options(args, scheme: str):
                                 equalize=args.equalize,
                                 empirical_bias_correction=False if args.no_empirical_bias_correction else None,
                                 weight_bits=args.weight_bits,
-                                adaptive_rounding=not args.no_adaptive_rounding)
+                                adaptive_rounding=not args.no_adaptive_rounding,
+                                **ristretto_grids(args, scheme, schemes=getattr(args, "int8", None) or [scheme]))
+
+
+def ristretto_grids(args, scheme: str, *, schemes: list[str]) -> dict:
+    """QuantizeOptions keywords of --signed-activations / --per-layer-weights for `scheme`: they
+    change the ristretto scheme's grids only, and are refused, with the fix, when none of the
+    `schemes` being run is ristretto."""
+    given = [f for f, on in (("--signed-activations", args.signed_activations),
+                             ("--per-layer-weights", args.per_layer_weights)) if on]
+    if given and "ristretto" not in schemes:
+        raise OptionError(f"{' and '.join(given)} {'changes' if len(given) == 1 else 'change'} the ristretto "
+                          "scheme's grids only; add --scheme ristretto (eval: --int8 ristretto) or drop "
+                          f"{'it' if len(given) == 1 else 'them'} (affine activations use all 256 levels and "
+                          "its weights are per channel)")
+    if scheme != "ristretto":
+        return {}
+    return {"unsigned_activations": False if args.signed_activations else None,
+            "per_channel_weights": False if args.per_layer_weights else None}
 
 
 EVAL_COLUMNS = ["model", "images", "top-1 %", "top-5 %", "drop top-1 pp", "top-1 agreement %", "logit SQNR dB"]
@@ -175,6 +193,12 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); fewer "
                    "levels give a smaller update bundle at a measured accuracy cost (README, \"Update bundle\")")
+    p.add_argument("--signed-activations", action="store_true",
+                   help="ristretto: a sign bit on every activation, as Ristretto publishes it (default: "
+                   "tensors that are never negative are unsigned, half the step)")
+    p.add_argument("--per-layer-weights", action="store_true",
+                   help="ristretto: one power-of-two weight scale per layer, as Ristretto publishes it "
+                   "(default: one per output channel)")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import OptionError
-from .common import PassBars, _add_quant_args, _add_weights_args, _non_negative, _positive
+from .common import PassBars, _add_quant_args, _add_weights_args, _non_negative, _positive, ristretto_grids
 
 QUANTIZE_EXAMPLES = """examples:
   edgesqueeze quantize                               # DC v1.0, shared sample, ./export and ./calib
@@ -70,6 +70,7 @@ def cmd_quantize(args) -> int:
             method=args.method, bias_correction=False if args.no_bias_correction else None,
             empirical_bias_correction=False if args.no_empirical_bias_correction else None,
             adaptive_rounding=not args.no_adaptive_rounding, equalize=args.equalize, weight_bits=args.weight_bits,
+            **ristretto_grids(args, args.scheme, schemes=[args.scheme]),
             input_size=args.input_size, resize=args.resize, mean=args.mean, std=args.std,
             channel_order=args.channel_order, norm_scale=args.norm_scale,
             calibration_fraction=args.calibration_fraction, calib_limit=args.calib_limit, eval_limit=args.limit,

@@ -42,8 +42,9 @@ class Scheme(str, Enum):
     """`affine`: TFLite/ONNX integer spec — per-channel symmetric int8 weights, asymmetric int8
     activations, scales from the calibrated range.
     `ristretto`: Ristretto's dynamic fixed point — power-of-two scales everywhere, symmetric
-    (zero point 0) weights per layer and activations per tensor, integer length from the
-    calibrated max; requantization reduces to a shift."""
+    (zero point 0) weights per layer (or per channel) and activations per tensor (never-negative
+    tensors optionally unsigned: zero point -128), integer length from the calibrated max;
+    requantization reduces to a shift."""
 
     AFFINE = "affine"
     RISTRETTO = "ristretto"
@@ -87,6 +88,8 @@ class QParams:
         fl = self.fractional_length
         if fl is not None:  # Ristretto's notation: integer length + fractional length = 8 bits
             d["integer_length"], d["fractional_length"] = 8 - fl, fl
+            if self.zero_point == -128:  # unsigned: no sign bit, [0, 255 * 2**-fl]
+                d["signed"] = False
         return d
 
 
@@ -154,8 +157,7 @@ class QuantizedModel:
             layers[name] = {
                 "input": c.input, "output": c.output,
                 "weight_scale_min": float(ws.min()), "weight_scale_max": float(ws.max()),
-                **({"weight_fractional_length": QParams(float(ws[0]), 0).fractional_length}
-                   if self.scheme is Scheme.RISTRETTO else {}),
+                **(_weight_fractional_lengths(ws) if self.scheme is Scheme.RISTRETTO else {}),
             }
         for name in self.float_convs:
             w, b = self.float_weights[name]
@@ -223,6 +225,15 @@ class QuantizedModel:
         except (KeyError, ValueError, TypeError, OSError, OptionError) as e:
             raise DataError(f"{jpath}: malformed quantization file: {type(e).__name__}: {e}; "
                             "re-run `edgesqueeze quantize`") from None
+
+
+def _weight_fractional_lengths(ws: np.ndarray) -> dict:
+    """Ristretto's weight fractional length(s): one number for a per-layer scale, a list for
+    per-channel power-of-two scales."""
+    fls = [QParams(float(w), 0).fractional_length for w in ws]
+    if len(set(fls)) == 1:
+        return {"weight_fractional_length": fls[0]}
+    return {"weight_fractional_lengths": fls}
 
 
 def validate(qm: QuantizedModel) -> None:

@@ -93,13 +93,37 @@ def affine_qparams(lo: float, hi: float) -> QParams:
     return QParams(scale, zp)
 
 
-def power_of_two_qparams(lo: float, hi: float) -> QParams:
+def power_of_two_qparams(lo: float, hi: float, *, unsigned: bool = False) -> QParams:
     """Ristretto's dynamic fixed point for activations: symmetric, zero point 0, integer
     length il = ceil(log2(max|x|)) + 1 (one bit for the sign), fractional length 8 - il,
-    scale 2**-fl."""
+    scale 2**-fl.
+
+    `unsigned` (the ristretto default): a tensor that is never negative (lo >= 0: every ReLU
+    output, pool and concat here) spends no bit on a sign. Its integer length is
+    ceil(log2(max)), the same power-of-two scale 2**-(8 - il) covers [0, 255 * scale] as int8
+    with zero point -128, and requantization stays a shift: the step halves for the same range,
+    which is 6 dB less rounding noise on every such tensor. A tensor with negative values
+    stays signed."""
+    if unsigned and float(lo) >= 0.0:
+        il = math.ceil(math.log2(max(float(hi), MIN_RANGE)))
+        return QParams(2.0 ** -(8 - il), -128)
     m = max(abs(float(lo)), abs(float(hi)), MIN_RANGE)
     il = math.ceil(math.log2(m)) + 1
     return QParams(2.0 ** -(8 - il), 0)
+
+
+def qparams_rule(scheme: Scheme, *, unsigned: bool = False):
+    """The scheme's rule (lo, hi) -> QParams: affine_qparams, or power_of_two_qparams with
+    `unsigned` (which affine, whose zero point already spends every level, ignores)."""
+    if scheme is Scheme.RISTRETTO:
+        return lambda lo, hi: power_of_two_qparams(lo, hi, unsigned=unsigned)
+    return affine_qparams
+
+
+def model_qparams_rule(qm: QuantizedModel):
+    """qparams_rule of a quantized model's own scheme and options (its calibration record), for
+    passes that choose new ranges after calibration (range search, reconstruction)."""
+    return qparams_rule(qm.scheme, unsigned=bool(qm.calibration.get("unsigned_activations", False)))
 
 
 def check_weight_bits(weight_bits) -> int:
@@ -117,16 +141,22 @@ def weight_qmax(weight_bits: int) -> int:
     return 2 ** (check_weight_bits(weight_bits) - 1) - 1
 
 
-def _weight_scales(w: np.ndarray, scheme: Scheme, name: str, bits: int = 8) -> np.ndarray:
+def _weight_scales(w: np.ndarray, scheme: Scheme, name: str, bits: int = 8,
+                   per_channel: bool = False) -> np.ndarray:
     """Per-output-channel scales, float32. affine: max|w[o]| / qmax per channel, qmax =
     2^(bits-1) - 1 (zero channels take the layer's largest). ristretto: one power of two for the
-    layer, 2**-(bits - il) with il = ceil(log2(max|w|)) + 1."""
+    layer, 2**-(bits - il) with il = ceil(log2(max|w|)) + 1; with `per_channel`, one power of
+    two per output channel from that channel's max (each channel's multiplier
+    s_in * s_w[o] / s_out is still a power of two: a shift per channel)."""
     amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
     if not amax.any():
         raise WeightsError(f"{name}: every weight is zero; nothing to quantize")
     if scheme is Scheme.RISTRETTO:
-        il = math.ceil(math.log2(float(amax.max()))) + 1
-        return np.full(w.shape[0], 2.0 ** -(bits - il), np.float32)
+        if not per_channel:
+            amax = np.full_like(amax, amax.max())
+        amax = np.where(amax > 0, amax, amax.max())  # a zero channel: the layer's scale
+        il = np.ceil(np.log2(amax)) + 1
+        return (2.0 ** -(bits - il)).astype(np.float32)
     scales = amax / weight_qmax(bits)
     scales[amax == 0] = scales.max()
     return scales.astype(np.float32)
@@ -134,10 +164,10 @@ def _weight_scales(w: np.ndarray, scheme: Scheme, name: str, bits: int = 8) -> n
 
 def _quantize_conv(name, spec, w, b, s_in: float, scheme: Scheme, inp: str, out: str,
                    input_mean: np.ndarray | None, bits: int = 8,
-                   h: np.ndarray | None = None) -> tuple[QConv, float | None]:
+                   h: np.ndarray | None = None, per_channel: bool = False) -> tuple[QConv, float | None]:
     """(QConv, adaptive rounding's gain in dB or None). `h`, when given, is the (K, K) matrix
     of the conv's input patches (OHWI order) whose e^T h e adaptive rounding lowers."""
-    ws = _weight_scales(w, scheme, name, bits)
+    ws = _weight_scales(w, scheme, name, bits, per_channel)
     qmax = weight_qmax(bits)
     r = w / ws.astype(np.float64)[:, None, None, None]  # the weights in steps, OIHW
     q = np.clip(np.rint(r), -qmax, qmax)  # nearest rounding
@@ -187,15 +217,22 @@ def quantize_model(
     channel_means: dict[str, np.ndarray] | None = None,
     weight_bits: int = 8,
     patch_moments: dict[str, PatchMoments] | None = None,
+    unsigned_activations: bool = False,
+    per_channel_weights: bool = False,
 ) -> QuantizedModel:
     """`channel_means`, when given, maps tensor names (INPUT: the normalised input) to their
     per-channel means from calibration and turns on bias correction. `weight_bits` (4..8): the
     weights' symmetric grid, stored in int8 either way (module doc). `patch_moments`, when
     given, maps every conv name to the moments of its input patches and turns on adaptive
     rounding (quant/rounding.py): centred when bias correction is on (the bias then removes
-    the mean error), raw otherwise."""
+    the mean error), raw otherwise. `unsigned_activations` and `per_channel_weights` are
+    ristretto's (power_of_two_qparams, _weight_scales; affine is always both) and are recorded
+    in the model's `calibration` dict, where later passes read them (model_qparams_rule)."""
     scheme = parse_enum(Scheme, scheme, "scheme")
     bits = check_weight_bits(weight_bits)
+    if scheme is Scheme.AFFINE and (unsigned_activations or per_channel_weights):
+        raise OptionError("unsigned_activations and per_channel_weights are options of the ristretto scheme; "
+                          "affine activations already use all 256 levels and its weights are per channel")
     nodes = lower(arch)
     missing = [n.name for n in nodes if n.name != OUTPUT and n.name not in ranges]
     if missing:
@@ -207,7 +244,7 @@ def quantize_model(
     if bad:
         raise OptionError(f"calibrated ranges are NaN/Inf for: {', '.join(bad)}; check the weights and images")
 
-    make = power_of_two_qparams if scheme is Scheme.RISTRETTO else affine_qparams
+    make = qparams_rule(scheme, unsigned=unsigned_activations)
     owner = parameter_owners(nodes)
     tensors: dict[str, QParams] = {INPUT: INPUT_QPARAMS}
     convs: dict[str, QConv] = {}
@@ -234,8 +271,11 @@ def quantize_model(
                 h = patch_moments[n.name].objective(centred=channel_means is not None)
             convs[n.name], gains[n.name] = _quantize_conv(
                 n.name, n.conv, w.astype(np.float64), b.astype(np.float64), tensors[n.inputs[0]].scale,
-                scheme, n.inputs[0], n.name, mu, bits, h)
+                scheme, n.inputs[0], n.name, mu, bits, h, per_channel_weights)
     info = dict(calibration or {})
+    if scheme is Scheme.RISTRETTO:  # readable, and what model_qparams_rule reads back
+        info["unsigned_activations"] = bool(unsigned_activations)
+        info["per_channel_weights"] = bool(per_channel_weights)
     if patch_moments is not None:  # readable: how much each conv's output error fell
         info["adaptive_rounding_gain_db"] = {k: round(v, 2) for k, v in gains.items()}
     if bits != 8 or "weight_bits" in info:  # absent means 8, so 8-bit metadata stays as it was

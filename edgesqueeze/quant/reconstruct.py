@@ -41,7 +41,7 @@ What comes out is what the rest of the pipeline already handles: a QuantizedMode
 same per-channel weight scales, new int8 weights (each still floor or ceil of w/s; weights on
 the grid, the pruned zeros among them, never move), new int32 biases, and activation
 parameters made from the learned ranges [0, L s] by the scheme's own rule (quantize.py:
-affine L = 255 with zero point -128; ristretto L = 127 with a power-of-two s, learned in log2
+affine L = 255 with zero point -128; ristretto L = 255 unsigned (127 signed) with a power-of-two s, learned in log2
 and rounded to the integer exponent with a straight-through estimator). Concat inputs keep
 sharing the concat's parameters and max pools their input's. So the integer reference and the
 exporters compute it bit for bit like any other model.
@@ -77,8 +77,7 @@ import numpy as np
 from ..errors import OptionError
 from ..graph import INPUT, OpKind, lower
 from .params import QConv, QParams, QuantizedModel, Scheme, validate
-from .quantize import (affine_qparams, fold_input_normalization, parameter_owners, power_of_two_qparams,
-                       weight_qmax)
+from .quantize import fold_input_normalization, model_qparams_rule, parameter_owners, weight_qmax
 
 DEFAULT_ITERATIONS = 100
 DEFAULT_BATCH = 16
@@ -235,9 +234,10 @@ def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: in
     if pixels.ndim != 4 or pixels.dtype != np.uint8 or len(pixels) == 0:
         raise OptionError(f"reconstruction takes uint8 calibration pixels (N, S, S, 3), got {pixels.dtype}{pixels.shape}")
     pow2 = qm.scheme is Scheme.RISTRETTO
-    levels = 127 if pow2 else 255
-    for name, p in qm.tensors.items():  # ReLU tensors: affine zero point -128, ristretto 0
-        if name != INPUT and p.zero_point != (0 if pow2 else -128):
+    unsigned = not pow2 or bool(qm.calibration.get("unsigned_activations", False))
+    levels = 255 if unsigned else 127
+    for name, p in qm.tensors.items():  # ReLU tensors: zero point -128 (unsigned), signed ristretto 0
+        if name != INPUT and p.zero_point != (-128 if unsigned else 0):
             raise OptionError(f"{name}: zero point {p.zero_point}; reconstruction needs ReLU tensors whose range starts at 0")
     arch = qm.arch
     params = model.numpy_params()
@@ -379,7 +379,7 @@ def _pass(torch, blk: Block, x_fp, codes, step_in: float, convs, steps, levels: 
 def _quantized_model(qm: QuantizedModel, convs: dict, ranges: dict) -> QuantizedModel:
     """qm with the learned ranges, int weights and biases (module doc: the scheme's own rule
     for the parameters, concat inputs sharing the concat's, pools their input's)."""
-    make = power_of_two_qparams if qm.scheme is Scheme.RISTRETTO else affine_qparams
+    make = model_qparams_rule(qm)
     tensors: dict[str, QParams] = {INPUT: qm.tensors[INPUT]}
     for name, owner in parameter_owners(lower(qm.arch)).items():
         tensors[name] = make(*ranges[owner])
