@@ -112,6 +112,26 @@ def test_searched_ranges_never_score_below_min_max_and_run_in_the_reference(cali
         assert hi == pytest.approx(base[1] * report.factors[o]) and lo <= 0 <= hi
 
 
+@pytest.mark.parametrize("groups", [2, 3])
+def test_each_group_of_images_gains_from_every_kept_shrink(calibrated, tiny, groups):
+    """The consensus rule: a kept shrink raised the score on every interleaved group, so the
+    final ranges score at least the starting ones on each group, not only on the whole set."""
+    from edgesqueeze.metrics import sqnr_db
+    from edgesqueeze.quant.range_search import search_ranges, with_ranges
+    from edgesqueeze.quant.reference import run_int8
+
+    qm, fp32 = calibrated
+    pixels = tiny[2]
+    ranges, report = search_ranges(qm, pixels, fp32, groups=groups)
+    before = run_int8(qm, pixels).logits
+    after = run_int8(with_ranges(qm, ranges), pixels).logits
+    kept = [f for f in report.factors.values() if f != 1.0]
+    for g in range(groups):
+        part = np.arange(g, len(pixels), groups)
+        b, a = sqnr_db(fp32[part], before[part]), sqnr_db(fp32[part], after[part])
+        assert a > b if kept else a == b
+
+
 def test_bad_factors_and_tensors_are_named(calibrated, tiny):
     from edgesqueeze.errors import OptionError
     from edgesqueeze.quant.range_search import search_ranges
@@ -121,6 +141,8 @@ def test_bad_factors_and_tensors_are_named(calibrated, tiny):
         search_ranges(qm, tiny[2], fp32, factors=(1.2,))
     with pytest.raises(OptionError, match="fire2.expand1x1"):
         search_ranges(qm, tiny[2], fp32, order=["fire2.expand1x1"])
+    with pytest.raises(OptionError, match="groups=0 must be an integer from 1 to the 16"):
+        search_ranges(qm, tiny[2], fp32, groups=0)
 
 
 def test_per_pair_alphas_come_from_the_allowed_set_and_the_least_error(tiny):

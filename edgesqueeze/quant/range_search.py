@@ -13,8 +13,10 @@ How. Greedy, in graph order, over the tensors that own their parameters (a conv'
 concat; a max pool and the convs writing into a concat share them, quantize.py): for each, the
 factors of `factors` below 1 are tried from the largest down, each scaling the tensor's range
 [lo, hi] to [f lo, f hi]; a factor is kept when the logit SQNR against FP32 on the search
-images rises by more than `min_gain_db`, and the search of that tensor stops at the first
-factor that does not beat the best so far (the score as a function of the clip is one bump:
+images rises by more than `min_gain_db` and on each of `groups` interleaved groups of those
+images (images 0, g, 2g, ... form the first; the whole set's score alone let the search fit a
+few images), and the search of that tensor stops at the first factor that does not beat the
+best so far (the score as a function of the clip is one bump:
 rounding noise falls and clipping error grows as the range shrinks). Widening is not tried:
 every SqueezeNet tensor ends in a ReLU, so its zero point is fixed at -128 and a wider range
 only coarsens the grid.
@@ -41,8 +43,8 @@ import numpy as np
 
 from ..errors import DataError, OptionError
 from ..graph import OpKind
-from .params import QuantizedModel, Scheme
-from .quantize import affine_qparams, parameter_owners, power_of_two_qparams
+from .params import QuantizedModel
+from .quantize import model_qparams_rule, parameter_owners
 from .reference import ConvKernel, run_int8
 
 SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
@@ -52,6 +54,9 @@ SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 # the shrinks fitted those few images) and all 97 raised it (29.31 dB)
 DEFAULT_SEARCH_IMAGES = 128
 MIN_GAIN_DB = 0.05  # a shrink must beat the best so far by this much (noise on a hundred images)
+# a shrink must also raise the SQNR on each of this many interleaved groups of the search images:
+# one that helps only a few images is a fit to them, not a better range (module doc)
+CONSENSUS_GROUPS = 2
 
 
 def owners(qm: QuantizedModel) -> list[str]:
@@ -72,7 +77,7 @@ def with_ranges(qm: QuantizedModel, ranges: dict[str, tuple[float, float]]) -> Q
     """`qm` with the owners named in `ranges` quantized to those ranges: their parameters (and
     those of the tensors sharing them) and the int32 biases of the convs reading them (module
     doc). Ranges of tensors not in `ranges` stay as they are."""
-    make = power_of_two_qparams if qm.scheme is Scheme.RISTRETTO else affine_qparams
+    make = model_qparams_rule(qm)
     shared = _shared_with(qm)
     unknown = sorted(set(ranges) - set(shared))
     if unknown:
@@ -123,7 +128,7 @@ def check_factors(factors: Sequence[float]) -> tuple[float, ...]:
 
 def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
                   factors: Sequence[float] = SEARCH_FACTORS, min_gain_db: float = MIN_GAIN_DB,
-                  order: Sequence[str] | None = None,
+                  order: Sequence[str] | None = None, groups: int = CONSENSUS_GROUPS,
                   conv_kernel: ConvKernel | None = None) -> tuple[dict[str, tuple[float, float]], RangeSearch]:
     """({owner: searched range}, report). `qm`: the model as calibrated (its ranges are the
     starting point, min/max in the pipeline); `pixels`: uint8 (N, S, S, 3) calibration images
@@ -138,6 +143,9 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
         raise DataError(f"range search needs calibration pixels (N, S, S, 3) and their FP32 logits, got "
                         f"{pixels.shape} and {fp32.shape}")
     fs = check_factors(factors)
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= len(pixels):
+        raise OptionError(f"range search groups={groups!r} must be an integer from 1 to the {len(pixels)} "
+                          f"search images (1: the whole set's score alone)")
     names = owners(qm)
     order = list(names if order is None else order)
     bad = [o for o in order if o not in names]
@@ -157,7 +165,13 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
     current = with_ranges(qm, base)
     run = run_int8(current, pixels, keep=True, conv_kernel=conv_kernel)
     logits, env = run.logits, run.tensors
-    best = before = sqnr_db(fp32, logits)
+    parts = [np.arange(g, len(pixels), groups) for g in range(groups)]
+
+    def scores(lg) -> tuple[float, list[float]]:
+        return sqnr_db(fp32, lg), ([sqnr_db(fp32[p], lg[p]) for p in parts] if groups > 1 else [])
+
+    best, best_parts = scores(logits)
+    before = best
     runs = 1
     for o in order:
         lo, hi = base[o]
@@ -169,13 +183,13 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
             rerun = run_int8(cand, pixels, keep=True, conv_kernel=conv_kernel, start=first_writer[o], tensors=env)
             cand_logits, cand_env = rerun.logits, rerun.tensors
             runs += 1
-            score = sqnr_db(fp32, cand_logits)
-            if not score > best + min_gain_db:
+            score, score_parts = scores(cand_logits)
+            if not (score > best + min_gain_db and all(a > b for a, b in zip(score_parts, best_parts))):
                 break
-            best, chosen[o], current, env = score, f, cand, cand_env
+            best, best_parts, chosen[o], current, env = score, score_parts, f, cand, cand_env
     final = {k: (base[k][0] * chosen[k], base[k][1] * chosen[k]) for k in names}
     return final, RangeSearch(chosen, before, best, len(pixels), runs)
 
 
-__all__ = ["DEFAULT_SEARCH_IMAGES", "MIN_GAIN_DB", "RangeSearch", "SEARCH_FACTORS", "check_factors", "owners",
+__all__ = ["CONSENSUS_GROUPS", "DEFAULT_SEARCH_IMAGES", "MIN_GAIN_DB", "RangeSearch", "SEARCH_FACTORS", "check_factors", "owners",
            "search_ranges", "with_ranges"]
