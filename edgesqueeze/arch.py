@@ -205,6 +205,9 @@ class FireSpec:
     expand1x1: int
     expand3x3: int
     bypass: Bypass = Bypass.NONE  # NONE, SIMPLE (identity) or COMPLEX (1x1 conv on the input)
+    # > 0: the squeeze output is clamped to [0, squeeze_clip] after its ReLU. Only a range-split
+    # Fire has it (quant/range_split.py): there the int8 grid saturates at exactly that value.
+    squeeze_clip: float = 0.0
 
     @property
     def name(self) -> str:

@@ -205,6 +205,7 @@ def quantize(
     weight_bits: int = 8,
     unsigned_activations: bool | None = None,
     per_channel_weights: bool | None = None,
+    range_split: Sequence[str] = (),
     input_size: int | None = None,
     resize: int | tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
@@ -239,7 +240,8 @@ def quantize(
     over them (default DEFAULT_CALIB_IMAGES, 96; 0: all); `eval_limit`: the first N evaluation
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
-    None: on for ristretto, and must stay None for affine).
+    None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
+    carried in two int8 pieces (quant/range_split.py; affine).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
     of each file per thread count for the latency cost.
@@ -261,7 +263,7 @@ def quantize(
                                    equalize=equalize, empirical_bias_correction=empirical_bias_correction,
                                    weight_bits=weight_bits, adaptive_rounding=adaptive_rounding,
                                    unsigned_activations=unsigned_activations,
-                                   per_channel_weights=per_channel_weights)
+                                   per_channel_weights=per_channel_weights, range_split=range_split)
     formats = _check_formats(formats)
     from .export.onnx import as_target
 
@@ -595,6 +597,7 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
         "options": {"scheme": opts.scheme.value, "method": opts.method.value, "bias_correction": opts.bias_correction,
                     "equalize": opts.equalize, "empirical_bias_correction": opts.empirical_bias_correction,
                     "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits,
+                    **({"range_split": list(opts.range_split)} if opts.range_split else {}),
                     **({"unsigned_activations": opts.unsigned_activations,
                         "per_channel_weights": opts.per_channel_weights} if opts.scheme.value == "ristretto" else {}),
                     **({} if r.mixed_precision is None else r.mixed_precision.search.target.to_dict())},

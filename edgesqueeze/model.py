@@ -54,6 +54,8 @@ class Fire(nn.Module):
     def forward(self, x: torch.Tensor, tap: Tap = None) -> torch.Tensor:
         n = self.spec.name
         s = self.squeeze_activation(self.squeeze(x))
+        if self.spec.squeeze_clip > 0:  # a range-split squeeze (arch.FireSpec.squeeze_clip)
+            s = torch.clamp(s, max=self.spec.squeeze_clip)
         e1 = self.expand1x1_activation(self.expand1x1(s))
         e3 = self.expand3x3_activation(self.expand3x3(s))
         y = torch.cat([e1, e3], 1)

@@ -92,6 +92,7 @@ class QuantizeOptions:
     equalize_per_layer: bool = False  # quant/eq_search.py: alpha per pair from EQ_ALPHAS (not `equalize`)
     unsigned_activations: bool = False  # ristretto: never-negative tensors without a sign bit
     per_channel_weights: bool = False  # ristretto: a power-of-two weight scale per output channel
+    range_split: tuple[str, ...] = ()  # quant/range_split.py: Fire squeeze tensors carried in two pieces
 
     @classmethod
     def make(cls, *, scheme: Scheme | str = Scheme.AFFINE, method: Method | str | None = None,
@@ -101,7 +102,8 @@ class QuantizeOptions:
              reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS,
              reconstruction_rounding: bool = False, range_search: bool = False,
              equalize_per_layer: bool = False, unsigned_activations: bool | None = None,
-             per_channel_weights: bool | None = None) -> "QuantizeOptions":
+             per_channel_weights: bool | None = None,
+             range_split: Sequence[str] = ()) -> "QuantizeOptions":
         """Checked once on entry: unknown names raise OptionError listing the allowed ones.
 
         Defaults per scheme (None), chosen by two-fold cross-validation on the calibration
@@ -130,13 +132,24 @@ class QuantizeOptions:
         `unsigned_activations` and `per_channel_weights` (ristretto only; default on): a tensor
         that is never negative spends no bit on a sign (quant.quantize.power_of_two_qparams),
         and each output channel's weights take their own power of two. Off, both, is Ristretto
-        as published: signed activations, one weight scale per layer."""
+        as published: signed activations, one weight scale per layer.
+        `range_split` (affine only, not with reconstruction): Fire squeeze outputs
+        ("fire2.squeeze") carried in two pieces of half the range each, for a quarter of their
+        rounding noise at the cost of extra channels (quant/range_split.py)."""
         scheme = parse_enum(Scheme, scheme, "scheme")
         ristretto = scheme is Scheme.RISTRETTO
         for opt, value in (("unsigned_activations", unsigned_activations), ("per_channel_weights", per_channel_weights)):
             if not ristretto and value is not None:
                 raise OptionError(f"{opt}={value!r} is an option of the ristretto scheme; leave it unset for "
                                   "affine (its activations use all 256 levels and its weights are per channel)")
+        if isinstance(range_split, str) or not all(isinstance(t, str) for t in range_split):
+            raise OptionError(f"range_split={range_split!r} must be a sequence of tensor names, e.g. "
+                              "('fire2.squeeze',)")
+        range_split = tuple(dict.fromkeys(range_split))
+        if range_split and (ristretto or reconstruction):
+            raise OptionError(f"range_split={range_split!r} needs the affine scheme without reconstruction: "
+                              "the split tensor's grid must end exactly at half its range, which power-of-two "
+                              "scales and learned steps cannot keep; drop range_split or use affine alone")
         unsigned_activations = ristretto if unsigned_activations is None else bool(unsigned_activations)
         per_channel_weights = ristretto if per_channel_weights is None else bool(per_channel_weights)
         if method is None:
@@ -158,7 +171,7 @@ class QuantizeOptions:
                    reconstruction_iterations=reconstruction_iterations,
                    reconstruction_rounding=bool(reconstruction_rounding), range_search=bool(range_search),
                    equalize_per_layer=bool(equalize_per_layer), unsigned_activations=unsigned_activations,
-                   per_channel_weights=per_channel_weights)
+                   per_channel_weights=per_channel_weights, range_split=range_split)
 
 
 def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Sequence[str] = (),
@@ -177,6 +190,9 @@ def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Seque
               for n, s in stats.items()}
     means = ({n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
              if options.bias_correction else None)
+    for f in model.arch.fires:  # a range-split squeeze's grid ends exactly at its clamp (quant/range_split.py)
+        if f.squeeze_clip:
+            ranges[f"{f.name}.squeeze"] = (0.0, float(f.squeeze_clip))
     info = {"method": options.method.value, "bias_correction": options.bias_correction,
             "equalize": options.equalize, "empirical_bias_correction": False, "weight_bits": options.weight_bits,
             "adaptive_rounding": options.adaptive_rounding,
@@ -217,6 +233,13 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
                         f"'{options.method.value}' (needs at least {need}); give more images or use --method minmax")
     if int(batch_size) < 1:
         raise OptionError(f"batch_size={batch_size} must be at least 1")
+    if options.range_split:
+        from .quant.range_split import splittable
+
+        bad = [t for t in options.range_split if t not in splittable(model.arch)]
+        if bad:
+            raise OptionError(f"range_split {', '.join(map(repr, bad))} is not a Fire squeeze output of "
+                              f"{model.arch.name}; choose among {', '.join(splittable(model.arch))}")
     items = list(items)
     count = len(items)
     pre = model.arch.preprocess
@@ -268,9 +291,26 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
 
             alpha, _ = choose_alphas(model, pixels[:DEFAULT_EQ_IMAGES], maxima.result(),
                                      weight_bits=options.weight_bits)
-        params, _ = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=alpha,
-                             power_of_two=options.scheme is Scheme.RISTRETTO)
+        params, factors = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=alpha,
+                                   power_of_two=options.scheme is Scheme.RISTRETTO)
         model = SqueezeNet.from_params(model.arch, params)
+        # ReLU commutes with the positive factors: the equalized model's channel maxima, exactly
+        split_maxima = {t: maxima.result()[t] * factors[t] for t in options.range_split if t in factors}
+    else:
+        split_maxima = {}
+    splits = []
+    if options.range_split:
+        from .quant.range_split import split_squeeze
+
+        missing = [t for t in options.range_split if t not in split_maxima]
+        if missing:  # not an equalized pair (or no equalization): one pass for their maxima
+            found = ChannelMaxima(missing)
+            run(PASS_STATISTICS, model, found.tap, size=min(int(batch_size), MAXIMA_BATCH))
+            split_maxima.update(found.result())
+        for t in options.range_split:
+            arch, params, record = split_squeeze(model.arch, model.numpy_params(), t, split_maxima[t])
+            model = SqueezeNet.from_params(arch, params)
+            splits.append(record.to_dict())
     scratch = Scratch()  # the float64 temporaries of both, one set
     # min/max reads no histogram: skipping it saves a histc over every value of every tensor
     bins = 0 if options.method is Method.MINMAX else DEFAULT_BINS
@@ -284,6 +324,8 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
     release_free_heap()
     calibration = {"images": count,
                    "split": f"sha256('{SPLIT_SALT}' + name) < {DEFAULT_CALIBRATION_FRACTION:.4f}"}
+    if splits:
+        calibration["range_split"] = splits
     qm = quantize_from_stats(model, stats, options, labels=labels, calibration=calibration,
                              patch_moments=conv_stats.patch_moments if conv_stats else None)
     if options.reconstruction:
@@ -322,12 +364,14 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         qm = with_empirical_correction(qm)
     if options.range_search:
         from .evaluate import fp32_logits
-        from .quant.range_search import DEFAULT_SEARCH_IMAGES, search_ranges, with_ranges
+        from .quant.range_search import DEFAULT_SEARCH_IMAGES, owners, search_ranges, with_ranges
 
         # searched on the model as it stands (empirical correction included), then applied to
         # the model before that correction, which runs again for the new ranges
         sub = pixels[:DEFAULT_SEARCH_IMAGES]
-        ranges, found = search_ranges(qm, sub, fp32_logits(model, sub), conv_kernel=ExactFloat32Conv())
+        fixed = {r["tensor"] for r in splits}  # a split tensor's grid must end at its clamp
+        ranges, found = search_ranges(qm, sub, fp32_logits(model, sub), conv_kernel=ExactFloat32Conv(),
+                                      order=[o for o in owners(qm) if o not in fixed])
         qm = with_ranges(before_empirical, ranges)
         if options.empirical_bias_correction:
             qm = with_empirical_correction(qm)

@@ -94,7 +94,16 @@ def _quantize_options(args, scheme: str):
                                 empirical_bias_correction=False if args.no_empirical_bias_correction else None,
                                 weight_bits=args.weight_bits,
                                 adaptive_rounding=not args.no_adaptive_rounding,
+                                range_split=_range_split(args, scheme, getattr(args, "int8", None) or [scheme]),
                                 **ristretto_grids(args, scheme, schemes=getattr(args, "int8", None) or [scheme]))
+
+
+def _range_split(args, scheme: str, schemes: list[str]) -> tuple[str, ...]:
+    """--range-split for `scheme`: affine's option, refused when no affine model is being made."""
+    if args.range_split and "affine" not in schemes:
+        raise OptionError("--range-split applies to the affine scheme only (a power-of-two grid cannot end at "
+                          "half a tensor's range); add --int8 affine or drop --range-split")
+    return tuple(args.range_split) if scheme == "affine" else ()
 
 
 def ristretto_grids(args, scheme: str, *, schemes: list[str]) -> dict:
@@ -199,6 +208,10 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
     p.add_argument("--per-layer-weights", action="store_true",
                    help="ristretto: one power-of-two weight scale per layer, as Ristretto publishes it "
                    "(default: one per output channel)")
+    p.add_argument("--range-split", nargs="+", default=[], metavar="TENSOR",
+                   help="affine: carry these Fire squeeze outputs (e.g. fire2.squeeze) in two int8 pieces "
+                   "of half the range, a quarter of their rounding noise for extra channels "
+                   "(docs/quantization.md, \"Range splitting\")")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)
 
 

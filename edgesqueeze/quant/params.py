@@ -315,7 +315,9 @@ def arch_to_dict(arch: Arch) -> dict:
     return {
         "name": arch.name,
         "conv1": {"out_channels": c.out_channels, "kernel": c.kernel, "stride": c.stride, "pad": c.pad},
-        "fires": [[f.index, f.in_channels, f.squeeze, f.expand1x1, f.expand3x3, f.bypass.value] for f in arch.fires],
+        # a range-split Fire's clamp is a 7th entry; absent (0) otherwise, so other files are unchanged
+        "fires": [[f.index, f.in_channels, f.squeeze, f.expand1x1, f.expand3x3, f.bypass.value]
+                  + ([f.squeeze_clip] if f.squeeze_clip else []) for f in arch.fires],
         "pool_after": list(arch.pool_after), "num_classes": arch.num_classes,
         "final_pad": arch.final_pad, "ceil_mode": arch.ceil_mode,
         "preprocess": arch.preprocess.to_dict(),
@@ -324,10 +326,14 @@ def arch_to_dict(arch: Arch) -> dict:
 
 def arch_from_dict(d: dict) -> Arch:
     c = d["conv1"]
+    bad = [f for f in d["fires"] if not isinstance(f, list) or len(f) not in (6, 7)]
+    if bad:
+        raise ValueError(f"fires entries {bad} are not [index, in, squeeze, expand1x1, expand3x3, bypass(, clip)]")
     return Arch(
         name=str(d["name"]),
         conv1=ConvSpec("conv1", 3, int(c["out_channels"]), int(c["kernel"]), int(c["stride"]), int(c["pad"])),
-        fires=tuple(FireSpec(int(i), int(cin), int(s), int(e1), int(e3), Bypass(b)) for i, cin, s, e1, e3, b in d["fires"]),
+        fires=tuple(FireSpec(int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), Bypass(f[5]),
+                             float(f[6]) if len(f) > 6 else 0.0) for f in d["fires"]),
         pool_after=tuple(d["pool_after"]), num_classes=int(d["num_classes"]),
         final_pad=int(d["final_pad"]), ceil_mode=bool(d["ceil_mode"]),
         preprocess=Preprocess.from_dict(d["preprocess"]),

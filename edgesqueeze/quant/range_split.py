@@ -1,0 +1,97 @@
+"""Range splitting: a Fire squeeze tensor carried in two pieces of half its range (numpy only).
+
+    arch2, params2, split = split_squeeze(arch, params, "fire2.squeeze", channel_max)
+
+Why. One per-tensor 8-bit grid spends its 256 levels on the tensor's whole range, and on the
+released v1.0 one tensor, fire2's squeeze output, carries about half of the logit error of the
+affine model (benchmarks/noise_budget.py: 46.7 % of the summed single-tensor noise). Its channels
+have similar maxima (per-channel grids gain 1.1 dB there), and clipping its long tail loses
+class evidence, so neither a per-channel scale nor a narrower range fixes it.
+
+How. With T = max / 2, every value y >= 0 of the ReLU output is
+
+    y = min(y, T) + min(max(y - T, 0), T)        for y <= 2T = max,
+
+two pieces of range [0, T] each. The squeeze conv gets one more output channel for each
+channel whose maximum exceeds T: the same weights, bias b - T. The original channels are
+clamped at T: the int8 grid of [0, T] saturates there on its own (requantization clamps to
+127), so no new op is needed. The expand convs read each extra channel with the weights of the
+channel it came from, so they compute W y exactly (in real arithmetic) from twice finer steps:
+a quarter of that tensor's rounding noise. Every conv stays one int8 conv in both runtimes; the
+cost is the extra channels: for v1.0's fire2, 16 squeeze channels become at most 32, about 4 %
+more multiply-accumulates (docs/quantization.md has the measured latency).
+
+The grid must then be exactly [0, T] (any other top would double-count or lose values between
+it and T), so the split tensor's range is fixed to that, whatever the range method, and the range
+search leaves it alone. Only the affine scheme is split: ristretto's power-of-two grids cannot
+put their top at T.
+
+The float model returned (arch.FireSpec.squeeze_clip = T on that Fire) clamps in float, so the
+calibration statistics, bias corrections and per-layer comparisons see what the int8 graph does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..arch import Arch
+from ..errors import OptionError
+
+Params = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class RangeSplit:
+    """What was split: readable, and recorded in the quantized model's calibration dict."""
+
+    tensor: str  # "fire2.squeeze"
+    threshold: float  # T: both pieces' range is [0, T]
+    sources: tuple[int, ...]  # the original channel behind each extra channel, in order
+
+    def to_dict(self) -> dict:
+        return {"tensor": self.tensor, "threshold": self.threshold, "extra_channels": len(self.sources),
+                "sources": list(self.sources)}
+
+
+def splittable(arch: Arch) -> list[str]:
+    """The tensors split_squeeze can split: every Fire's squeeze output."""
+    return [f"{f.name}.squeeze" for f in arch.fires]
+
+
+def split_squeeze(arch: Arch, params: Params, tensor: str,
+                  channel_max: np.ndarray) -> tuple[Arch, Params, RangeSplit]:
+    """(arch, params, record) with `tensor` (a Fire's squeeze output) in two pieces (module doc).
+    `channel_max`: that tensor's per-channel maxima on the calibration images, in the model
+    `params` describe (after equalization, if any)."""
+    names = splittable(arch)
+    if tensor not in names:
+        raise OptionError(f"cannot range-split {tensor!r}: choose a Fire squeeze output ({', '.join(names)})")
+    fire = next(f for f in arch.fires if f"{f.name}.squeeze" == tensor)
+    if fire.squeeze_clip:
+        raise OptionError(f"{tensor} is already split (clamped at {fire.squeeze_clip})")
+    m = np.asarray(channel_max, np.float64)
+    if m.shape != (fire.squeeze,) or not np.isfinite(m).all():
+        raise OptionError(f"range split of {tensor} needs its {fire.squeeze} per-channel maxima, got {m.shape}")
+    top = float(m.max())
+    if not top > 0:
+        raise OptionError(f"{tensor} never fires on the calibration images (max {top}); nothing to split")
+    t = top / 2
+    sources = tuple(int(c) for c in np.flatnonzero(m > t))
+    n = fire.name
+    out = {k: (np.asarray(w, np.float32), np.asarray(b, np.float32)) for k, (w, b) in params.items()}
+    w, b = (np.asarray(a, np.float64) for a in params[f"{n}.squeeze"])
+    idx = list(sources)
+    out[f"{n}.squeeze"] = (np.concatenate([w, w[idx]]).astype(np.float32),
+                           np.concatenate([b, b[idx] - t]).astype(np.float32))
+    for e in ("expand1x1", "expand3x3"):  # the extra channels read with their source's weights
+        v, c = params[f"{n}.{e}"]
+        v = np.asarray(v, np.float32)
+        out[f"{n}.{e}"] = (np.concatenate([v, v[:, idx]], axis=1), np.asarray(c, np.float32))
+    fires = tuple(replace(f, squeeze=f.squeeze + len(sources), squeeze_clip=t) if f is fire else f
+                  for f in arch.fires)
+    return replace(arch, fires=fires), out, RangeSplit(tensor, t, sources)
+
+
+__all__ = ["RangeSplit", "split_squeeze", "splittable"]
