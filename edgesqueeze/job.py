@@ -206,6 +206,7 @@ def quantize(
     unsigned_activations: bool | None = None,
     per_channel_weights: bool | None = None,
     range_split: Sequence[str] = (),
+    range_search: bool = False,
     input_size: int | None = None,
     resize: int | tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
@@ -241,7 +242,8 @@ def quantize(
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
     None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
-    carried in two int8 pieces (quant/range_split.py; affine).
+    carried in two int8 pieces (quant/range_split.py; affine); `range_search`: activation ranges
+    shrunk where the logits gain on the calibration images (quant/range_search.py).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
     of each file per thread count for the latency cost.
@@ -263,7 +265,8 @@ def quantize(
                                    equalize=equalize, empirical_bias_correction=empirical_bias_correction,
                                    weight_bits=weight_bits, adaptive_rounding=adaptive_rounding,
                                    unsigned_activations=unsigned_activations,
-                                   per_channel_weights=per_channel_weights, range_split=range_split)
+                                   per_channel_weights=per_channel_weights, range_split=range_split,
+                                   range_search=range_search)
     formats = _check_formats(formats)
     from .export.onnx import as_target
 
@@ -598,6 +601,7 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
                     "equalize": opts.equalize, "empirical_bias_correction": opts.empirical_bias_correction,
                     "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits,
                     **({"range_split": list(opts.range_split)} if opts.range_split else {}),
+                    **({"range_search": True} if opts.range_search else {}),
                     **({"unsigned_activations": opts.unsigned_activations,
                         "per_channel_weights": opts.per_channel_weights} if opts.scheme.value == "ristretto" else {}),
                     **({} if r.mixed_precision is None else r.mixed_precision.search.target.to_dict())},

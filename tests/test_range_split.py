@@ -189,3 +189,23 @@ def test_the_split_model_is_closer_to_float_on_the_split_tensor(tiny, quantized)
         errs[name] = float(((real - ref) ** 2).mean())
     assert errs["split"] < errs["plain"]
     assert OUTPUT  # the head stays as it is: same graph names
+
+
+def test_cli_flags_map_to_the_options_and_are_refused_without_affine(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from edgesqueeze.cli import main
+    from edgesqueeze.cli.common import _add_quant_args, _quantize_options
+
+    p = argparse.ArgumentParser()
+    _add_quant_args(p)
+    o = _quantize_options(p.parse_args(["--range-split", TENSOR, "--range-search"]), "affine")
+    assert o.range_split == (TENSOR,) and o.range_search
+    d = _quantize_options(p.parse_args([]), "affine")
+    assert d.range_split == () and not d.range_search
+    monkeypatch.chdir(tmp_path)
+    rc = main(["eval", "--split", "eval", "--int8", "ristretto", "--range-split", TENSOR,
+               "--weights", str(tmp_path / "never-read.net")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--range-split applies to the affine scheme only" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
