@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # name -> (description, QuantizeOptions.make keywords, share of each training half used)
 VARIANTS: dict[str, tuple[str, dict, float]] = {
-    "affine": ("affine default (min/max, bias corr., eq. 0.5, empirical bias corr., adaptive rounding)", {}, 1.0),
+    "affine": ("affine default (min/max, bias corr., eq. 0.5, fire2.squeeze range-split, empirical bias corr., "
+               "adaptive rounding)", {}, 1.0),
+    "affine-no-split": ("... without range splitting", dict(range_split=()), 1.0),
     "affine-no-adaround": ("... without adaptive rounding", dict(adaptive_rounding=False), 1.0),
     "affine-no-empirical": ("... without empirical bias correction", dict(empirical_bias_correction=False), 1.0),
     "affine-eq0.25": ("... with equalization 0.25", dict(equalize=0.25), 1.0),
@@ -37,33 +39,33 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
                             dict(equalize_per_layer=True), 1.0),
     "affine-logit-ranges": ("... with ranges shrunk by logit SQNR on the training half",
                             dict(range_search=True), 1.0),
-    "affine-split-fire2": ("... with fire2.squeeze range-split in two pieces (quant/range_split.py)",
-                           dict(range_split=("fire2.squeeze",)), 1.0),
-    "affine-split-fire2-logit-ranges": ("... range-split fire2.squeeze and ranges shrunk by logit SQNR",
-                                        dict(range_split=("fire2.squeeze",), range_search=True), 1.0),
+    "affine-no-split-logit-ranges": ("... without range splitting, with ranges shrunk by logit SQNR",
+                                     dict(range_split=(), range_search=True), 1.0),
     "affine-kl": ("... with KL ranges", dict(method="kl"), 1.0),
     "affine-mse": ("... with MSE ranges", dict(method="mse"), 1.0),
     "affine-percentile": ("... with percentile 99.99 % ranges", dict(method="percentile"), 1.0),
     "affine-half-images": ("... calibrated on half the images of each fold", {}, 0.5),
     "affine-quarter-images": ("... calibrated on a quarter of the images of each fold", {}, 0.25),
-    "ristretto": ("ristretto default (KL, unsigned ReLU tensors, per-channel weight shifts, bias corr., "
+    "ristretto": ("ristretto default (KL, unsigned ReLU tensors, per-channel weight shifts, eq. 0.5, bias corr., "
                   "empirical bias corr., adaptive rounding)", dict(scheme="ristretto"), 1.0),
-    "ristretto-signed": ("... with signed activations (a sign bit on every tensor)",
-                         dict(scheme="ristretto", unsigned_activations=False), 1.0),
-    "ristretto-per-layer": ("... with one weight shift per layer",
-                            dict(scheme="ristretto", per_channel_weights=False), 1.0),
-    "ristretto-signed-per-layer": ("... with both: signed activations, one weight shift per layer",
-                                   dict(scheme="ristretto", unsigned_activations=False,
-                                        per_channel_weights=False), 1.0),
-    "ristretto-eq0.5": ("... with equalization 0.5 (power-of-two channel scales)",
-                        dict(scheme="ristretto", equalize=0.5), 1.0),
+    "ristretto-eq0": ("... without equalization", dict(scheme="ristretto", equalize=0.0), 1.0),
+    # the rows below are without equalization, each changing one thing of ristretto-eq0
+    "ristretto-signed": ("... without equalization, with signed activations (a sign bit on every tensor)",
+                         dict(scheme="ristretto", equalize=0.0, unsigned_activations=False), 1.0),
+    "ristretto-per-layer": ("... without equalization, with one weight shift per layer",
+                            dict(scheme="ristretto", equalize=0.0, per_channel_weights=False), 1.0),
+    "ristretto-signed-per-layer": ("... without equalization, with both: signed activations, one weight shift "
+                                   "per layer", dict(scheme="ristretto", equalize=0.0, unsigned_activations=False,
+                                                     per_channel_weights=False), 1.0),
     "ristretto-logit-ranges": ("... with ranges shrunk by logit SQNR on the training half",
                                dict(scheme="ristretto", range_search=True), 1.0),
-    "ristretto-mse": ("... with MSE ranges (power-of-two grids)", dict(scheme="ristretto", method="mse"), 1.0),
-    "ristretto-minmax": ("... with min/max ranges", dict(scheme="ristretto", method="minmax"), 1.0),
-    "ristretto-published": ("ristretto as published (min/max, signed, per-layer weights, no correction, "
-                            "nearest rounding)",
-                            dict(scheme="ristretto", method="minmax", bias_correction=False,
+    "ristretto-mse": ("... without equalization, with MSE ranges (power-of-two grids)",
+                      dict(scheme="ristretto", equalize=0.0, method="mse"), 1.0),
+    "ristretto-minmax": ("... without equalization, with min/max ranges",
+                         dict(scheme="ristretto", equalize=0.0, method="minmax"), 1.0),
+    "ristretto-published": ("ristretto as published (min/max, signed, per-layer weights, no equalization, "
+                            "no correction, nearest rounding)",
+                            dict(scheme="ristretto", method="minmax", bias_correction=False, equalize=0.0,
                                  adaptive_rounding=False, unsigned_activations=False,
                                  per_channel_weights=False), 1.0),
     "affine-reconstruct": ("... with block reconstruction (activation steps learned per block, 100 steps)",
@@ -74,7 +76,7 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "ristretto-reconstruct": ("ristretto default with block reconstruction (power-of-two steps, 100 steps)",
                               dict(scheme="ristretto", reconstruction=True, reconstruction_iterations=100), 1.0),
 }
-STANDARD = ["affine", "affine-no-adaround", "affine-eq0.25", "affine-eq0.75", "affine-half-images",
+STANDARD = ["affine", "affine-no-split", "affine-no-adaround", "affine-eq0.25", "affine-eq0.75", "affine-half-images",
             "affine-quarter-images", "ristretto"]
 
 

@@ -1,9 +1,11 @@
 """Where the logit error of the default affine 8-bit model comes from: a noise budget per tensor.
 
     python benchmarks/noise_budget.py --markdown     # about 6 min on 1 core (341 s, 97 + 97 images)
+    python benchmarks/noise_budget.py --no-range-split --markdown
     python benchmarks/noise_budget.py --limit 16     # a smoke run on the first 16 calibration images
 
-The default `QuantizeOptions.make()` model is calibrated on the even-numbered half of the
+The default `QuantizeOptions.make()` model (`--no-range-split`: without range splitting, the
+analysis that chose it) is calibrated on the even-numbered half of the
 calibration split and measured on the odd half (the evaluation split is never read). The
 equalized FP32 model that was quantized is run in float32 with chosen tensors fake-quantized,
 `(clamp(round(x / s) + zp, -128, 127) - zp) * s`, and each row gives the logit SQNR against FP32
@@ -78,6 +80,7 @@ def forward(arch, params: Params, pixels: np.ndarray, grids: dict[str, Grid], *,
     from edgesqueeze.graph import INPUT, OUTPUT, OpKind, lower
 
     nodes = lower(arch)
+    clip = {f"{f.name}.squeeze": f.squeeze_clip for f in arch.fires if f.squeeze_clip}  # range-split squeezes
     w = {k: (torch.from_numpy(np.array(a, np.float32)), torch.from_numpy(np.array(b, np.float32)))
          for k, (a, b) in params.items()}
     out = []
@@ -92,6 +95,8 @@ def forward(arch, params: Params, pixels: np.ndarray, grids: dict[str, Grid], *,
                 if n.kind is OpKind.CONV:
                     y = F.conv2d(a, *w[n.name], stride=n.conv.stride, padding=n.conv.pad)
                     y = F.relu(y) if n.relu else y
+                    if n.name in clip:  # what the model's Fire does (quant/range_split.py)
+                        y = torch.clamp(y, max=clip[n.name])
                 elif n.kind is OpKind.MAXPOOL:
                     y = F.max_pool2d(a, n.kernel, n.stride, ceil_mode=n.ceil_mode)
                 elif n.kind is OpKind.CONCAT:
@@ -168,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=0, help="the first N calibration images only (a smoke run)")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--no-range-split", action="store_true",
+                    help="the affine model without range splitting (QuantizeOptions.make(range_split=()))")
     args = ap.parse_args(argv)
 
     import torch
@@ -195,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {sysinfo.cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"calibrated on {len(train_px)} calibration-split images (even-numbered), measured on "
           f"{len(test_px)} (odd-numbered)", flush=True)
-    qm, _, eq = calibrate_and_quantize(model, calib[0::2], QuantizeOptions.make(), pixels=train_px)
+    options = QuantizeOptions.make(range_split=() if args.no_range_split else None)
+    qm, _, eq = calibrate_and_quantize(model, calib[0::2], options, pixels=train_px)
     params = eq.numpy_params()
     fp32 = fp32_logits(model, test_px)
     ref_db = sqnr_db(fp32, reference_logits(qm, test_px))

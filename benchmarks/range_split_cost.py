@@ -6,7 +6,7 @@
 
 Model: the Deep-Compression SqueezeNet v1.0 (`load_pretrained("squeezenet1_0-dc")`), calibrated
 as the main job does (edgesqueeze/job.py): 96 calibration-split images spread evenly over the
-split, `calibrate_and_quantize` with `QuantizeOptions.make()` ("plain") and with
+split, `calibrate_and_quantize` with `QuantizeOptions.make(range_split=())` ("plain") and with
 `QuantizeOptions.make(range_split=--split)` ("split", quant/range_split.py: extra squeeze channels
 that the two expand convs read too). Each is written as INT8 ONNX (x86 target) and INT8 TFLite,
 each file verified against the integer reference on evaluation-split images before it is kept.
@@ -179,7 +179,8 @@ def main(argv=None) -> int:
         from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
         from edgesqueeze.timing import interleaved_ms
 
-        options = {"plain": QuantizeOptions.make(), "split": QuantizeOptions.make(range_split=tuple(args.split))}
+        options = {"plain": QuantizeOptions.make(range_split=()),
+                   "split": QuantizeOptions.make(range_split=tuple(args.split))}
         torch.set_num_threads(2)
         model = load_pretrained("squeezenet1_0-dc")
         calib, evals = split_calibration(read_labels_csv(csv))
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
     facts = [f"CPU: {sysinfo.cpu_model()}, {sysinfo.usable_cores()} usable cores; load average "
              f"{' '.join(f'{x:.2f}' for x in load_start)} at start, {' '.join(f'{x:.2f}' for x in load_end)} at end",
              f"model: squeezenet1_0-dc; {len(items)} calibration images (evenly spaced over the {len(calib)} of the "
-             f"calibration split of {csv.name}); plain: QuantizeOptions.make(); split: range_split={tuple(args.split)}",
+             f"calibration split of {csv.name}); plain: QuantizeOptions.make(range_split=()); split: range_split={tuple(args.split)}",
              "split: " + "; ".join(f"{r['tensor']} +{r['extra_channels']} channels (T = {r['threshold']:.4g})"
                                    for r in records),
              "extra MACs per conv: " + ", ".join(f"{k} +{n / 1e6:.2f} M" for k, n in extra.items()),

@@ -72,7 +72,8 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
                    progress: Progress = None, pixels: np.ndarray | None = None,
                    conv_kernel=None) -> dict[str, float]:
     """SQNR in dB of every int8 tensor of `qm` (dequantized) against the FP32 model's same
-    tensor, signal and noise power summed over all images: {name: dB}, graph order.
+    tensor, signal and noise power summed over all images: {name: dB}, graph order. `model`:
+    the float model that was quantized (calibrate_and_quantize's third result).
 
     Each int8 tensor is the integer reference's, so the error includes everything upstream of
     it: the worst layers show where accuracy is lost. `pixels`: the items already decoded
@@ -84,6 +85,12 @@ def per_layer_sqnr(model, qm, items: Sequence[LabelledImage], *, batch_size: int
 
     from .quant.reference import dequantize_tensor, run_int8
 
+    if model.arch.fires != qm.arch.fires:
+        from .errors import OptionError
+
+        raise OptionError("per-layer SQNR compares each int8 tensor with the float model that was quantized, "
+                          "and this float model's Fire modules differ from the quantized model's (a range "
+                          "split adds squeeze channels): pass calibrate_and_quantize's third result")
     pre = model.arch.preprocess
     names = [n for n in qm.tensors if n != "input"]
     signal = dict.fromkeys(names, 0.0)

@@ -205,7 +205,7 @@ def quantize(
     weight_bits: int = 8,
     unsigned_activations: bool | None = None,
     per_channel_weights: bool | None = None,
-    range_split: Sequence[str] = (),
+    range_split: Sequence[str] | None = None,
     range_search: bool = False,
     input_size: int | None = None,
     resize: int | tuple[int, int] | None = None,
@@ -242,7 +242,7 @@ def quantize(
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
     None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
-    carried in two int8 pieces (quant/range_split.py; affine); `range_search`: activation ranges
+    carried in two int8 pieces (quant/range_split.py; None: fire2.squeeze for affine, () none); `range_search`: activation ranges
     shrunk where the logits gain on the calibration images (quant/range_search.py).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls

@@ -63,15 +63,21 @@ def dc_split(shared):
 
 
 @pytest.fixture(scope="session")
-def dc_quantized(dc_model, dc_split, shared):
-    """The real Deep-Compression v1.0, affine INT8, calibrated (min/max, bias correction) on the
+def dc_quantized(dc_quantized_pair):
+    """The real Deep-Compression v1.0, affine INT8 with the default options, calibrated on the
     first 32 images of the calibration split: quick, and real."""
+    return dc_quantized_pair[0]
+
+
+@pytest.fixture(scope="session")
+def dc_quantized_pair(dc_model, dc_split, shared):
+    """(dc_quantized, the float model it quantized: equalized, fire2's squeeze range-split)."""
     from edgesqueeze.data import read_class_names
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
 
     labels = read_class_names(shared / "imagenet" / "synset_words.txt")
-    qm, _, _ = calibrate_and_quantize(dc_model, dc_split[0][:32], QuantizeOptions.make(), labels=labels)
-    return qm
+    qm, _, fp32 = calibrate_and_quantize(dc_model, dc_split[0][:32], QuantizeOptions.make(), labels=labels)
+    return qm, fp32
 
 
 @pytest.fixture(scope="session")

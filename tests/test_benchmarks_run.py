@@ -5,9 +5,7 @@ the MAC count and the peak-rate assumption, and the table/JSON they make. No tim
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +20,7 @@ cv2 = pytest.importorskip("cv2")
 from edgesqueeze.arch import squeezenet1_0_arch  # noqa: E402
 from edgesqueeze.data import LabelledImage, load_image, to_uint8_input  # noqa: E402
 from edgesqueeze.errors import DataError  # noqa: E402
+from scripts import load_script  # noqa: E402
 from test_quant import tiny_arch, tiny_params  # noqa: E402
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
@@ -29,14 +28,7 @@ RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 @pytest.fixture(scope="module")
 def run():
-    spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up while it is executed
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        del sys.modules[spec.name]
-    return mod
+    return load_script("benchmarks/run.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ shares and the per-channel grids."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +11,14 @@ import pytest
 
 pytest.importorskip("torch")
 
+from scripts import load_script  # noqa: E402
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "noise_budget.py"
 
 
 @pytest.fixture(scope="module")
 def nb():
-    spec = importlib.util.spec_from_file_location("benchmarks_noise_budget", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        del sys.modules[spec.name]
-    return mod
+    return load_script("benchmarks/noise_budget.py")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def setup():
     pixels = smooth_pixels(np.random.default_rng(7), 32, noise=6.0)
     train, test = pixels[0::2], pixels[1::2]
     items = [LabelledImage(f"never-read-{i}.jpg", -1) for i in range(len(train))]
-    qm, _, eq = calibrate_and_quantize(model, items, QuantizeOptions.make(), pixels=train)
+    qm, _, eq = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=()), pixels=train)
     return qm, eq.numpy_params(), train, test, fp32_logits(model, test)
 
 

@@ -15,7 +15,7 @@ def test_scheme_defaults():
     assert (a.scheme, a.method, a.bias_correction, a.equalize) == (Scheme.AFFINE, Method.MINMAX, True, 0.5)
     assert (a.empirical_bias_correction, a.adaptive_rounding) == (True, True)
     r = QuantizeOptions.make(scheme="ristretto")
-    assert (r.method, r.bias_correction, r.empirical_bias_correction, r.equalize) == (Method.KL, True, True, 0.0)
+    assert (r.method, r.bias_correction, r.empirical_bias_correction, r.equalize) == (Method.KL, True, True, 0.5)
     r2 = QuantizeOptions.make(scheme="ristretto", bias_correction=False, equalize=0.25, method="minmax")
     assert (r2.method, r2.bias_correction, r2.empirical_bias_correction, r2.equalize) == (Method.MINMAX, False, False, 0.25)
     r3 = QuantizeOptions.make(scheme="ristretto", bias_correction=False, empirical_bias_correction=True)
@@ -76,6 +76,13 @@ def _separate_steps(model, pixels, options, batch_size):
         params, _ = equalize(model.arch, model.numpy_params(), cmax, alpha=options.equalize)
         model = SqueezeNet.from_params(model.arch, params)
         stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels, bins=bins)
+    if options.range_split:
+        from edgesqueeze.quant.range_split import split_squeeze
+
+        for t in options.range_split:
+            arch, params, _ = split_squeeze(model.arch, model.numpy_params(), t, stats[t].channel_max)
+            model = SqueezeNet.from_params(arch, params)
+        stats = collect_stats(model, None, batch_size=batch_size, pixels=pixels, bins=bins)
     conv = conv_input_statistics(model, pixels, batch_size=batch_size, patches=options.adaptive_rounding)
     qm = quantize_from_stats(model, stats, options,
                              patch_moments=conv.patch_moments if options.adaptive_rounding else None)
@@ -86,7 +93,7 @@ def _separate_steps(model, pixels, options, batch_size):
 
 
 @pytest.mark.parametrize("kw", [{}, dict(equalize=0.0), dict(adaptive_rounding=False),
-                                dict(empirical_bias_correction=False), dict(method="mse")])
+                                dict(empirical_bias_correction=False), dict(method="mse"), dict(range_split=())])
 def test_fused_passes_compute_what_the_separate_steps_compute(kw):
     import numpy as np
 
@@ -116,9 +123,11 @@ def test_fused_passes_compute_what_the_separate_steps_compute(kw):
 
 @pytest.mark.parametrize("kw,names", [
     ({}, ["statistics", "statistics and conv inputs (equalized)", "empirical bias correction"]),
-    (dict(equalize=0.0), ["statistics and conv inputs", "empirical bias correction"]),
+    (dict(equalize=0.0, range_split=()), ["statistics and conv inputs", "empirical bias correction"]),
+    # without equalization the range split needs a pass of its own for the channel maxima
+    (dict(equalize=0.0), ["statistics", "statistics and conv inputs", "empirical bias correction"]),
     (dict(adaptive_rounding=False, empirical_bias_correction=False), ["statistics", "statistics (equalized)"]),
-    (dict(equalize=0.0, adaptive_rounding=False, empirical_bias_correction=False), ["statistics"]),
+    (dict(equalize=0.0, adaptive_rounding=False, empirical_bias_correction=False, range_split=()), ["statistics"]),
 ])
 @pytest.mark.parametrize("batch_size", [5, 10])
 def test_on_pass_names_every_pass_and_counts_its_images(kw, names, batch_size):
@@ -138,11 +147,13 @@ def test_on_pass_names_every_pass_and_counts_its_images(kw, names, batch_size):
         seen[-1][1].append(done)
     assert [name for name, _ in seen] == names
     fp32_batches = []
+    # the first of two FP32 passes keeps maxima only (for equalization or the range split)
+    maxima_first = len([n for n, _ in seen if n != "empirical bias correction"]) > 1
     for k, (name, counts) in enumerate(seen):
         assert counts[-1] == len(items), name  # and ends with every image
         assert all(b > a for a, b in zip(counts, counts[1:])), (name, counts)
         if name != "empirical bias correction":  # after every batch; the first pass only keeps
-            size = min(batch_size, MAXIMA_BATCH) if k == 0 and options.equalize > 0 else batch_size  # maxima
+            size = min(batch_size, MAXIMA_BATCH) if k == 0 and maxima_first else batch_size
             assert counts == [0, *range(size, len(items), size), len(items)], (name, counts)
             fp32_batches += [b - a for a, b in zip(counts, counts[1:])]
     # the images-per-batch callback counts the FP32 statistics passes' batches
@@ -191,9 +202,10 @@ def test_minmax_statistics_skip_the_histogram_and_keep_everything_else():
     from edgesqueeze.pipeline import calibrate_and_quantize
 
     model, items, pixels = _tiny()
-    _, stats, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(equalize=0.0), batch_size=5, pixels=pixels)
+    _, stats, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(equalize=0.0, range_split=()), batch_size=5,
+                                         pixels=pixels)
     full = collect_stats(model, None, batch_size=5, pixels=pixels)
-    _, kl_stats, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(equalize=0.0, method="kl"),
+    _, kl_stats, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(equalize=0.0, method="kl", range_split=()),
                                             batch_size=5, pixels=pixels)
     for name, s in stats.items():
         f = full[name]

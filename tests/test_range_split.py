@@ -41,6 +41,23 @@ def _logits_and_taps(model, pixels):
     return out.numpy(), taps
 
 
+def test_a_tensor_that_never_fires_is_left_whole(tiny):
+    """The default split must not fail a calibration whose fire2 squeeze never fires: it is
+    recorded as skipped and the model stays as wide as the float one."""
+    from edgesqueeze.model import SqueezeNet
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+
+    model, items, pixels = tiny
+    params = model.numpy_params()
+    w, b = params[TENSOR]
+    # its input is a ReLU's (>= 0): negative weights and biases keep it at ReLU(< 0) = 0
+    params[TENSOR] = (-np.abs(w), -np.abs(b) - 0.1)
+    dead = SqueezeNet.from_params(model.arch, params)
+    qm, _, _ = calibrate_and_quantize(dead, items, QuantizeOptions.make(), pixels=pixels)
+    assert qm.calibration["range_split"] == [{"tensor": TENSOR, "skipped": "never positive on the calibration images"}]
+    assert qm.arch == model.arch
+
+
 def test_the_split_float_model_computes_the_same_logits(tiny):
     from edgesqueeze.model import SqueezeNet
     from edgesqueeze.quant.range_split import split_squeeze
@@ -70,7 +87,7 @@ def quantized(tiny):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
 
     model, items, pixels = tiny
-    plain, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(), pixels=pixels)
+    plain, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=()), pixels=pixels)
     split, _, fp32 = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=[TENSOR]), pixels=pixels)
     return plain, split, fp32
 
@@ -146,7 +163,9 @@ def test_options_are_checked(tiny):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from edgesqueeze.quant.range_split import split_squeeze
 
-    assert QuantizeOptions.make().range_split == ()
+    assert QuantizeOptions.make().range_split == (TENSOR,)  # the affine default
+    assert QuantizeOptions.make(scheme="ristretto").range_split == ()
+    assert QuantizeOptions.make(reconstruction=True).range_split == ()
     with pytest.raises(OptionError, match="affine scheme without reconstruction"):
         QuantizeOptions.make(scheme="ristretto", range_split=[TENSOR])
     with pytest.raises(OptionError, match="affine scheme without reconstruction"):
@@ -202,7 +221,9 @@ def test_cli_flags_map_to_the_options_and_are_refused_without_affine(tmp_path, c
     o = _quantize_options(p.parse_args(["--range-split", TENSOR, "--range-search"]), "affine")
     assert o.range_split == (TENSOR,) and o.range_search
     d = _quantize_options(p.parse_args([]), "affine")
-    assert d.range_split == () and not d.range_search
+    assert d.range_split == (TENSOR,) and not d.range_search
+    assert _quantize_options(p.parse_args(["--no-range-split"]), "affine").range_split == ()
+    assert _quantize_options(p.parse_args([]), "ristretto").range_split == ()
     monkeypatch.chdir(tmp_path)
     rc = main(["eval", "--split", "eval", "--int8", "ristretto", "--range-split", TENSOR,
                "--weights", str(tmp_path / "never-read.net")])

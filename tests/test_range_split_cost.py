@@ -5,7 +5,6 @@ shared data is absent."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,20 +16,15 @@ import pytest
 
 pytest.importorskip("torch")
 
+from scripts import load_script  # noqa: E402
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "range_split_cost.py"
 TENSOR = "fire2.squeeze"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("benchmarks_range_split_cost", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up while it is executed
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        del sys.modules[spec.name]
-    return mod
+    return load_script("benchmarks/range_split_cost.py")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def pair():
 
     model, items, pixels = _tiny(n=12, seed=4)
     cheap = dict(adaptive_rounding=False, empirical_bias_correction=False)
-    plain = calibrate_and_quantize(model, items, QuantizeOptions.make(**cheap), pixels=pixels)[0]
+    plain = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=(), **cheap), pixels=pixels)[0]
     split = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=(TENSOR,), **cheap),
                                    pixels=pixels)[0]
     return model.arch, plain, split

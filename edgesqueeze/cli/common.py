@@ -99,12 +99,17 @@ def _quantize_options(args, scheme: str):
                                 **ristretto_grids(args, scheme, schemes=getattr(args, "int8", None) or [scheme]))
 
 
-def _range_split(args, scheme: str, schemes: list[str]) -> tuple[str, ...]:
-    """--range-split for `scheme`: affine's option, refused when no affine model is being made."""
+def _range_split(args, scheme: str, schemes: list[str]) -> tuple[str, ...] | None:
+    """--range-split / --no-range-split for `scheme` (None: the scheme's default): affine's option,
+    refused when no affine model is being made."""
+    if args.range_split and args.no_range_split:
+        raise OptionError("--range-split and --no-range-split contradict each other; give one")
     if args.range_split and "affine" not in schemes:
         raise OptionError("--range-split applies to the affine scheme only (a power-of-two grid cannot end at "
                           "half a tensor's range); add --int8 affine or drop --range-split")
-    return tuple(args.range_split) if scheme == "affine" else ()
+    if scheme != "affine":
+        return None
+    return () if args.no_range_split else (tuple(args.range_split) or None)
 
 
 def ristretto_grids(args, scheme: str, *, schemes: list[str]) -> dict:
@@ -199,7 +204,7 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
                    "its conv's output error on the calibration images (README, \"Adaptive rounding\")")
     p.add_argument("--equalize", type=float, default=None, metavar="ALPHA",
                    help="cross-layer activation equalization strength in [0, 1] (0: off; default "
-                   "0.5 for affine, 0 for ristretto)")
+                   "0.5)")
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); fewer "
                    "levels give a smaller update bundle at a measured accuracy cost (README, \"Update bundle\")")
@@ -213,9 +218,11 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
                    help="shrink activation ranges where the integer model's logits get closer to FP32 on the "
                    "calibration images (about 1-2 min more on 2 cores; docs/quantization.md)")
     p.add_argument("--range-split", nargs="+", default=[], metavar="TENSOR",
-                   help="affine: carry these Fire squeeze outputs (e.g. fire2.squeeze) in two int8 pieces "
-                   "of half the range, a quarter of their rounding noise for extra channels "
-                   "(docs/quantization.md, \"Range splitting\")")
+                   help="affine: carry these Fire squeeze outputs in two int8 pieces of half the range, a "
+                   "quarter of their rounding noise for extra channels (default: fire2.squeeze; "
+                   "docs/quantization.md, \"Range splitting\")")
+    p.add_argument("--no-range-split", action="store_true",
+                   help="affine: no range splitting (every conv as wide as the float model's)")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)
 
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from ..errors import OptionError
-from .common import PassBars, _add_quant_args, _add_weights_args, _non_negative, _positive, ristretto_grids
+from .common import (PassBars, _add_quant_args, _add_weights_args, _non_negative, _positive, _range_split,
+                     ristretto_grids)
 
 QUANTIZE_EXAMPLES = """examples:
   edgesqueeze quantize                               # DC v1.0, shared sample, ./export and ./calib
@@ -70,7 +71,8 @@ def cmd_quantize(args) -> int:
             method=args.method, bias_correction=False if args.no_bias_correction else None,
             empirical_bias_correction=False if args.no_empirical_bias_correction else None,
             adaptive_rounding=not args.no_adaptive_rounding, equalize=args.equalize, weight_bits=args.weight_bits,
-            **ristretto_grids(args, args.scheme, schemes=[args.scheme]), range_split=args.range_split,
+            **ristretto_grids(args, args.scheme, schemes=[args.scheme]),
+            range_split=_range_split(args, args.scheme, [args.scheme]),
             range_search=args.range_search,
             input_size=args.input_size, resize=args.resize, mean=args.mean, std=args.std,
             channel_order=args.channel_order, norm_scale=args.norm_scale,
@@ -90,7 +92,8 @@ def cmd_quantize(args) -> int:
     print(f"scheme {o.scheme.value}, ranges by {o.method.value}, "
           f"bias correction {'on' if o.bias_correction else 'off'}, "
           f"empirical bias correction {'on' if o.empirical_bias_correction else 'off'}, "
-          f"adaptive rounding {'on' if o.adaptive_rounding else 'off'}, equalization {o.equalize:g}; "
+          f"adaptive rounding {'on' if o.adaptive_rounding else 'off'}, equalization {o.equalize:g}, "
+          f"range split {', '.join(o.range_split) or 'off'}{', range search on' if o.range_search else ''}; "
           f"calibrated on {r.calibration_images} images in {calib.seconds:.1f} s")
     print(f"quantization parameters: {r.qparams}")
     rows = [[f.path.name, f.bytes, f.detail or f.kind,
