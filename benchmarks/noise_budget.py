@@ -78,9 +78,10 @@ def forward(arch, params: Params, pixels: np.ndarray, grids: dict[str, Grid], *,
 
     from edgesqueeze.data import normalize
     from edgesqueeze.graph import INPUT, OUTPUT, OpKind, lower
+    from edgesqueeze.quant.range_split import clamped
 
     nodes = lower(arch)
-    clip = {f"{f.name}.squeeze": f.squeeze_clip for f in arch.fires if f.squeeze_clip}  # range-split squeezes
+    clip = clamped(arch)  # range-split squeezes
     w = {k: (torch.from_numpy(np.array(a, np.float32)), torch.from_numpy(np.array(b, np.float32)))
          for k, (a, b) in params.items()}
     out = []

@@ -42,6 +42,7 @@ from .model import SqueezeNet
 from .quant.empirical import empirical_bias_correction
 from .quant.equalize import equalization_pairs, equalize
 from .quant.quantize import check_weight_bits, quantize_model
+from .quant.range_split import clamped, split_squeeze, splittable
 from .quant.reconstruct import DEFAULT_ITERATIONS as RECONSTRUCTION_ITERATIONS, reconstruct
 
 # the affine default: fire2's squeeze output, which carries about half of the logit error of the
@@ -198,9 +199,8 @@ def quantize_from_stats(model, stats, options: QuantizeOptions, *, labels: Seque
               for n, s in stats.items()}
     means = ({n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
              if options.bias_correction else None)
-    for f in model.arch.fires:  # a range-split squeeze's grid ends exactly at its clamp (quant/range_split.py)
-        if f.squeeze_clip:
-            ranges[f"{f.name}.squeeze"] = (0.0, float(f.squeeze_clip))
+    for t, clip in clamped(model.arch).items():  # a range-split squeeze's grid ends exactly at its clamp
+        ranges[t] = (0.0, float(clip))
     info = {"method": options.method.value, "bias_correction": options.bias_correction,
             "equalize": options.equalize, "empirical_bias_correction": False, "weight_bits": options.weight_bits,
             "adaptive_rounding": options.adaptive_rounding,
@@ -242,8 +242,6 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
     if int(batch_size) < 1:
         raise OptionError(f"batch_size={batch_size} must be at least 1")
     if options.range_split:
-        from .quant.range_split import splittable
-
         bad = [t for t in options.range_split if t not in splittable(model.arch)]
         if bad:
             raise OptionError(f"range_split {', '.join(map(repr, bad))} is not a Fire squeeze output of "
@@ -293,23 +291,22 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         # the activation memory at the default 32
         maxima = ChannelMaxima(tensor for tensor, _, _ in equalization_pairs(model.arch))
         run(PASS_STATISTICS, model, maxima.tap, size=min(int(batch_size), MAXIMA_BATCH))
+        channel_max = maxima.result()
         alpha = options.equalize
         if options.equalize_per_layer:
             from .quant.eq_search import DEFAULT_EQ_IMAGES, choose_alphas
 
-            alpha, _ = choose_alphas(model, pixels[:DEFAULT_EQ_IMAGES], maxima.result(),
+            alpha, _ = choose_alphas(model, pixels[:DEFAULT_EQ_IMAGES], channel_max,
                                      weight_bits=options.weight_bits)
-        params, factors = equalize(model.arch, model.numpy_params(), maxima.result(), alpha=alpha,
+        params, factors = equalize(model.arch, model.numpy_params(), channel_max, alpha=alpha,
                                    power_of_two=options.scheme is Scheme.RISTRETTO)
         model = SqueezeNet.from_params(model.arch, params)
         # ReLU commutes with the positive factors: the equalized model's channel maxima, exactly
-        split_maxima = {t: maxima.result()[t] * factors[t] for t in options.range_split if t in factors}
+        split_maxima = {t: channel_max[t] * factors[t] for t in options.range_split if t in factors}
     else:
         split_maxima = {}
     splits = []
     if options.range_split:
-        from .quant.range_split import split_squeeze
-
         missing = [t for t in options.range_split if t not in split_maxima]
         if missing:  # not an equalized pair (or no equalization): one pass for their maxima
             found = ChannelMaxima(missing)
@@ -375,14 +372,12 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
         qm = with_empirical_correction(qm)
     if options.range_search:
         from .evaluate import fp32_logits
-        from .quant.range_search import DEFAULT_SEARCH_IMAGES, owners, search_ranges, with_ranges
+        from .quant.range_search import DEFAULT_SEARCH_IMAGES, search_ranges, with_ranges
 
         # searched on the model as it stands (empirical correction included), then applied to
         # the model before that correction, which runs again for the new ranges
         sub = pixels[:DEFAULT_SEARCH_IMAGES]
-        fixed = {r["tensor"] for r in splits}  # a split tensor's grid must end at its clamp
-        ranges, found = search_ranges(qm, sub, fp32_logits(model, sub), conv_kernel=ExactFloat32Conv(),
-                                      order=[o for o in owners(qm) if o not in fixed])
+        ranges, found = search_ranges(qm, sub, fp32_logits(model, sub), conv_kernel=ExactFloat32Conv())
         qm = with_ranges(before_empirical, ranges)
         if options.empirical_bias_correction:
             qm = with_empirical_correction(qm)

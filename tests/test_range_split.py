@@ -230,3 +230,18 @@ def test_cli_flags_map_to_the_options_and_are_refused_without_affine(tmp_path, c
     err = capsys.readouterr().err
     assert rc == 2 and "--range-split applies to the affine scheme only" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_range_search_leaves_the_split_tensor_whole(quantized, tiny):
+    """The split tensor's grid must end at its clamp: the search never shrinks it, and naming it
+    is refused with the tensors it can search."""
+    from edgesqueeze.evaluate import fp32_logits
+    from edgesqueeze.quant.range_search import search_ranges
+
+    _, split, fp32 = quantized
+    pixels = tiny[2]
+    logits = fp32_logits(fp32, pixels)
+    ranges, report = search_ranges(split, pixels, logits, factors=(0.5,))
+    assert report.factors[TENSOR] == 1.0 and ranges[TENSOR] == tuple(split.calibration["ranges"][TENSOR])
+    with pytest.raises(OptionError, match=f"not searchable: {TENSOR}; choose among conv1, fire2.concat"):
+        search_ranges(split, pixels, logits, order=[TENSOR])

@@ -45,6 +45,7 @@ from ..errors import DataError, OptionError
 from ..graph import OpKind
 from .params import QuantizedModel
 from .quantize import model_qparams_rule, parameter_owners
+from .range_split import clamped
 from .reference import ConvKernel, run_int8
 
 SEARCH_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
@@ -148,10 +149,12 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
         raise OptionError(f"range search groups={groups!r} must be an integer from 1 to the {len(pixels)} "
                           f"search images (1: the whole set's score alone)")
     names = owners(qm)
-    order = list(names if order is None else order)
-    bad = [o for o in order if o not in names]
+    fixed = clamped(qm.arch)  # a range-split tensor's grid must end at its clamp (quant/range_split.py)
+    searchable = [o for o in names if o not in fixed]
+    order = list(searchable if order is None else order)
+    bad = [o for o in order if o not in searchable]
     if bad:
-        raise OptionError(f"not searchable: {', '.join(bad)}; choose among {', '.join(names)}")
+        raise OptionError(f"not searchable: {', '.join(bad)}; choose among {', '.join(searchable)}")
     base = {}
     for o in names:
         lo, hi = qm.calibration.get("ranges", {}).get(o) or qm.tensors[o].range()
@@ -163,8 +166,7 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
         node = qm.nodes[index[o]]
         first_writer[o] = min(index[i] for i in node.inputs) if node.kind is OpKind.CONCAT else index[o]
     chosen = {o: 1.0 for o in names}
-    current = with_ranges(qm, base)
-    run = run_int8(current, pixels, keep=True, conv_kernel=conv_kernel)
+    run = run_int8(with_ranges(qm, base), pixels, keep=True, conv_kernel=conv_kernel)
     logits, env = run.logits, run.tensors
     parts = [np.arange(g, len(pixels), groups) for g in range(groups)]
 
@@ -187,7 +189,7 @@ def search_ranges(qm: QuantizedModel, pixels: np.ndarray, fp32: np.ndarray, *,
             score, score_parts = scores(cand_logits)
             if not (score > best + min_gain_db and all(a > b for a, b in zip(score_parts, best_parts))):
                 break
-            best, best_parts, chosen[o], current, env = score, score_parts, f, cand, cand_env
+            best, best_parts, chosen[o], env = score, score_parts, f, cand_env
     final = {k: (base[k][0] * chosen[k], base[k][1] * chosen[k]) for k in names}
     return final, RangeSearch(chosen, before, best, len(pixels), runs)
 

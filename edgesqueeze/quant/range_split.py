@@ -55,6 +55,12 @@ class RangeSplit:
                 "sources": list(self.sources)}
 
 
+def clamped(arch: Arch) -> dict[str, float]:
+    """{squeeze tensor: its clamp T} of the range-split Fires of `arch` (FireSpec.squeeze_clip):
+    the tensors whose int8 grid must end exactly at T."""
+    return {f"{f.name}.squeeze": f.squeeze_clip for f in arch.fires if f.squeeze_clip}
+
+
 def splittable(arch: Arch) -> list[str]:
     """The tensors split_squeeze can split: every Fire's squeeze output."""
     return [f"{f.name}.squeeze" for f in arch.fires]
@@ -94,4 +100,4 @@ def split_squeeze(arch: Arch, params: Params, tensor: str,
     return replace(arch, fires=fires), out, RangeSplit(tensor, t, sources)
 
 
-__all__ = ["RangeSplit", "split_squeeze", "splittable"]
+__all__ = ["RangeSplit", "clamped", "split_squeeze", "splittable"]
