@@ -97,6 +97,28 @@ def folds(items: list) -> list[tuple[list, list, np.ndarray]]:
     return [([items[i] for i in halves[k]], [items[i] for i in halves[1 - k]], halves[1 - k]) for k in (0, 1)]
 
 
+NO_SHARED_DATA = "no shared data folder: set EDGESQUEEZE_SHARED to the shared/ folder"
+
+
+def calibration_split(limit: int = 0):
+    """(the released v1.0 FP32 model, the calibration-split items of the shared sample (the first
+    `limit`; 0: all), their pixels), or None without a shared data folder (NO_SHARED_DATA says
+    what to do). The evaluation split is never read."""
+    from edgesqueeze import paths
+    from edgesqueeze.data import load_pixels, read_labels_csv, split_calibration
+    from edgesqueeze.model import load_pretrained
+
+    shared = paths.shared_dir()
+    if shared is None:
+        return None
+    paths.ensure_weights_env()
+    calib, _ = split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))
+    if limit:
+        calib = calib[:limit]
+    model = load_pretrained("squeezenet1_0-dc")
+    return model, calib, load_pixels(calib, model.arch.preprocess)
+
+
 def run_variant(name: str, model, items: list, pixels: np.ndarray, fp32: np.ndarray) -> Row:
     from edgesqueeze.metrics import agreement, sqnr_db
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
@@ -127,22 +149,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from edgesqueeze import paths, sysinfo
-    from edgesqueeze.data import load_pixels, read_labels_csv, split_calibration
+    from edgesqueeze import sysinfo
     from edgesqueeze.evaluate import fp32_logits
-    from edgesqueeze.model import load_pretrained
 
-    shared = paths.shared_dir()
-    if shared is None:
-        print("no shared data folder: set EDGESQUEEZE_SHARED to the shared/ folder", file=sys.stderr)
+    data = calibration_split(args.limit)
+    if data is None:
+        print(NO_SHARED_DATA, file=sys.stderr)
         return 2
-    paths.ensure_weights_env()
+    model, calib, pixels = data
     torch.set_num_threads(2)
-    calib, _ = split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))
-    if args.limit:
-        calib = calib[:args.limit]
-    model = load_pretrained("squeezenet1_0-dc")
-    pixels = load_pixels(calib, model.arch.preprocess)
     fp32 = fp32_logits(model, pixels)
     print(f"CPU: {sysinfo.cpu_model()}; torch {torch.__version__}, 2 threads; {len(calib)} calibration-split "
           f"images, two folds of {len(calib) // 2}-{(len(calib) + 1) // 2}", flush=True)

@@ -30,7 +30,11 @@ from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+for _p in (Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent):  # the project, benchmarks/
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from cv_options import NO_SHARED_DATA, calibration_split  # noqa: E402  (benchmarks/cv_options.py)
 
 TOLERANCE_DB = 1.0  # fake quantization against the integer reference
 Grid = tuple[np.ndarray, np.ndarray]  # (scale float32, zero point): shape () per tensor, (C,) per channel
@@ -180,25 +184,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from edgesqueeze import paths, sysinfo
-    from edgesqueeze.data import load_pixels, read_labels_csv, split_calibration
+    from edgesqueeze import sysinfo
     from edgesqueeze.evaluate import fp32_logits
     from edgesqueeze.metrics import format_table, sqnr_db
-    from edgesqueeze.model import load_pretrained
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from edgesqueeze.quant.sensitivity import reference_logits
 
-    shared = paths.shared_dir()
-    if shared is None:
-        print("no shared data folder: set EDGESQUEEZE_SHARED to the shared/ folder", file=sys.stderr)
-        return 2
-    paths.ensure_weights_env()
     t0 = time.perf_counter()
-    calib, _ = split_calibration(read_labels_csv(shared / "imagenet" / "sample_labels.csv"))
-    if args.limit:
-        calib = calib[:args.limit]
-    model = load_pretrained("squeezenet1_0-dc")
-    pixels = load_pixels(calib, model.arch.preprocess)
+    data = calibration_split(args.limit)
+    if data is None:
+        print(NO_SHARED_DATA, file=sys.stderr)
+        return 2
+    model, calib, pixels = data
     train_px, test_px = pixels[0::2], pixels[1::2]
     print(f"CPU: {sysinfo.cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"calibrated on {len(train_px)} calibration-split images (even-numbered), measured on "
