@@ -14,17 +14,12 @@ from edgesqueeze.quant.params import QParams, QuantizedModel, Scheme
 from edgesqueeze.quant.quantize import (INPUT_QPARAMS, model_qparams_rule, power_of_two_qparams,
                                         quantize_model)
 from edgesqueeze.quant.reference import run_int8
-from test_quant import minmax_ranges, tiny_arch, tiny_params
+from test_quant import tiny_case
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    arch = tiny_arch()
-    params = tiny_params(arch)
-    rng = np.random.default_rng(3)
-    calib = rng.integers(0, 256, (6, 35, 35, 3), dtype=np.uint8)
-    test = rng.integers(0, 256, (4, 35, 35, 3), dtype=np.uint8)
-    return arch, params, minmax_ranges(arch, params, calib), test
+    return tiny_case(seed=3)
 
 
 def _pow2(x: float) -> bool:
