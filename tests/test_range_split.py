@@ -159,16 +159,69 @@ def test_the_record_round_trips(quantized, tmp_path, tiny):
     np.testing.assert_array_equal(run_int8(back, tiny[2]).logits, run_int8(split, tiny[2]).logits)
 
 
+@pytest.fixture(scope="module")
+def ristretto_pair(tiny):
+    """Ristretto with min/max ranges whole and split, unsigned (the default) and signed."""
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+
+    model, items, pixels = tiny
+    out = {}
+    for unsigned in (True, False):
+        for split in ((), (TENSOR,)):
+            opts = QuantizeOptions.make(scheme="ristretto", method="minmax", range_split=split,
+                                        unsigned_activations=unsigned)
+            out[unsigned, bool(split)] = calibrate_and_quantize(model, items, opts, pixels=pixels)
+    return out
+
+
+@pytest.mark.parametrize("unsigned", [True, False])
+def test_ristretto_split_ends_on_its_power_of_two_grid(ristretto_pair, unsigned):
+    """T is the top of the power-of-two grid for half the range: 255 or 127 steps of 2**-fl, at
+    least 255/256 of max / 2, and the step is half the whole tensor's (min/max both)."""
+    plain, _, _ = ristretto_pair[unsigned, False]
+    split, _, fp32 = ristretto_pair[unsigned, True]
+    rec, = split.calibration["range_split"]
+    t, q, whole = rec["threshold"], split.tensors[TENSOR], plain.tensors[TENSOR]
+    assert q.fractional_length is not None and q.zero_point == (-128 if unsigned else 0)
+    assert q.range()[1] == t and (127 - q.zero_point) * q.scale == t  # exactly: requantization clamps at T
+    assert fp32.arch.fires[0].squeeze_clip == t
+    top = plain.calibration["ranges"][TENSOR][1]  # the whole tensor's max (min/max ranges)
+    assert top / 2 * (255 / 256 if unsigned else 127 / 128) <= t * (1 + 1e-9) and t < top
+    assert q.scale == whole.scale / 2
+
+
+@pytest.mark.parametrize("writer", ["onnx", "tflite"])
+def test_ristretto_split_files_match_the_reference(ristretto_pair, tmp_path, writer):
+    split, _, _ = ristretto_pair[True, True]
+    if writer == "onnx":
+        pytest.importorskip("onnxruntime")
+        from edgesqueeze.export.onnx import to_onnx
+
+        rep = to_onnx(split, tmp_path / "s.onnx")
+    else:
+        from edgesqueeze.export.tflite import to_tflite
+
+        rep = to_tflite(split, tmp_path / "s.tflite")
+    assert rep.max_lsb_diff <= 1 and rep.top1_agreement == 1.0
+
+
+def test_the_power_of_two_threshold_is_checked(tiny):
+    from edgesqueeze.quant.range_split import split_squeeze
+
+    model, _, pixels = tiny
+    m = _maxima(model, pixels, TENSOR)
+    with pytest.raises(OptionError, match="max / 2 <= T <= max"):
+        split_squeeze(model.arch, model.numpy_params(), TENSOR, m, grid_top=lambda hi: hi / 4)
+
+
 def test_options_are_checked(tiny):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
     from edgesqueeze.quant.range_split import split_squeeze
 
     assert QuantizeOptions.make().range_split == (TENSOR,)  # the affine default
-    assert QuantizeOptions.make(scheme="ristretto").range_split == ()
+    assert QuantizeOptions.make(scheme="ristretto").range_split == (TENSOR,)
     assert QuantizeOptions.make(reconstruction=True).range_split == ()
-    with pytest.raises(OptionError, match="affine scheme without reconstruction"):
-        QuantizeOptions.make(scheme="ristretto", range_split=[TENSOR])
-    with pytest.raises(OptionError, match="affine scheme without reconstruction"):
+    with pytest.raises(OptionError, match="cannot be combined with reconstruction"):
         QuantizeOptions.make(reconstruction=True, range_split=[TENSOR])
     with pytest.raises(OptionError, match="sequence of tensor names"):
         QuantizeOptions.make(range_split=TENSOR)
@@ -210,7 +263,7 @@ def test_the_split_model_is_closer_to_float_on_the_split_tensor(tiny, quantized)
     assert OUTPUT  # the head stays as it is: same graph names
 
 
-def test_cli_flags_map_to_the_options_and_are_refused_without_affine(tmp_path, capsys, monkeypatch):
+def test_cli_flags_map_to_the_options_and_contradictions_are_refused(tmp_path, capsys, monkeypatch):
     import argparse
 
     from edgesqueeze.cli import main
@@ -223,12 +276,13 @@ def test_cli_flags_map_to_the_options_and_are_refused_without_affine(tmp_path, c
     d = _quantize_options(p.parse_args([]), "affine")
     assert d.range_split == (TENSOR,) and not d.range_search
     assert _quantize_options(p.parse_args(["--no-range-split"]), "affine").range_split == ()
-    assert _quantize_options(p.parse_args([]), "ristretto").range_split == ()
+    assert _quantize_options(p.parse_args([]), "ristretto").range_split == (TENSOR,)
+    assert _quantize_options(p.parse_args(["--no-range-split"]), "ristretto").range_split == ()
     monkeypatch.chdir(tmp_path)
-    rc = main(["eval", "--split", "eval", "--int8", "ristretto", "--range-split", TENSOR,
+    rc = main(["eval", "--split", "eval", "--int8", "ristretto", "--range-split", TENSOR, "--no-range-split",
                "--weights", str(tmp_path / "never-read.net")])
     err = capsys.readouterr().err
-    assert rc == 2 and "--range-split applies to the affine scheme only" in err and "Traceback" not in err
+    assert rc == 2 and "contradict each other" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
 

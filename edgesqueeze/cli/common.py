@@ -94,21 +94,15 @@ def _quantize_options(args, scheme: str):
                                 empirical_bias_correction=False if args.no_empirical_bias_correction else None,
                                 weight_bits=args.weight_bits,
                                 adaptive_rounding=not args.no_adaptive_rounding,
-                                range_split=_range_split(args, scheme, getattr(args, "int8", None) or [scheme]),
+                                range_split=_range_split(args),
                                 range_search=args.range_search,
                                 **ristretto_grids(args, scheme, schemes=getattr(args, "int8", None) or [scheme]))
 
 
-def _range_split(args, scheme: str, schemes: list[str]) -> tuple[str, ...] | None:
-    """--range-split / --no-range-split for `scheme` (None: the scheme's default): affine's option,
-    refused when no affine model is being made."""
+def _range_split(args) -> tuple[str, ...] | None:
+    """--range-split / --no-range-split (None: the default), for every scheme being made."""
     if args.range_split and args.no_range_split:
         raise OptionError("--range-split and --no-range-split contradict each other; give one")
-    if args.range_split and "affine" not in schemes:
-        raise OptionError("--range-split applies to the affine scheme only (a power-of-two grid cannot end at "
-                          "half a tensor's range); add --int8 affine or drop --range-split")
-    if scheme != "affine":
-        return None
     return () if args.no_range_split else (tuple(args.range_split) or None)
 
 
@@ -218,11 +212,11 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
                    help="shrink activation ranges where the integer model's logits get closer to FP32 on the "
                    "calibration images (about 1-2 min more on 2 cores; docs/quantization.md)")
     p.add_argument("--range-split", nargs="+", default=[], metavar="TENSOR",
-                   help="affine: carry these Fire squeeze outputs in two int8 pieces of half the range, a "
+                   help="carry these Fire squeeze outputs in two int8 pieces of half the range, a "
                    "quarter of their rounding noise for extra channels (default: fire2.squeeze; "
                    "docs/quantization.md, \"Range splitting\")")
     p.add_argument("--no-range-split", action="store_true",
-                   help="affine: no range splitting (every conv as wide as the float model's)")
+                   help="no range splitting (every conv as wide as the float model's)")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)
 
 

@@ -23,8 +23,11 @@ more multiply-accumulates (docs/quantization.md has the measured latency).
 
 The grid must then be exactly [0, T] (any other top would double-count or lose values between
 it and T), so the split tensor's range is fixed to that, whatever the range method, and the range
-search leaves it alone. Only the affine scheme is split: ristretto's power-of-two grids cannot
-put their top at T.
+search leaves it alone. T need not be exactly max / 2: any T with a grid ending at it works, and
+the pieces cover [0, 2T]. Affine puts its grid top anywhere, so T = max / 2. Ristretto's
+power-of-two grids end at 255 * 2**-fl (unsigned) or 127 * 2**-fl (signed): `grid_top` gives the
+top of the grid the scheme chooses for [0, max / 2], which is at least 255/256 of max / 2, so the
+pieces reach 255/256 of the maximum at worst, the same saturation as an unsplit power-of-two grid.
 
 The float model returned (arch.FireSpec.squeeze_clip = T on that Fire) clamps in float, so the
 calibration statistics, bias corrections and per-layer comparisons see what the int8 graph does.
@@ -33,6 +36,7 @@ calibration statistics, bias corrections and per-layer comparisons see what the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -66,11 +70,12 @@ def splittable(arch: Arch) -> list[str]:
     return [f"{f.name}.squeeze" for f in arch.fires]
 
 
-def split_squeeze(arch: Arch, params: Params, tensor: str,
-                  channel_max: np.ndarray) -> tuple[Arch, Params, RangeSplit]:
+def split_squeeze(arch: Arch, params: Params, tensor: str, channel_max: np.ndarray, *,
+                  grid_top: Callable[[float], float] | None = None) -> tuple[Arch, Params, RangeSplit]:
     """(arch, params, record) with `tensor` (a Fire's squeeze output) in two pieces (module doc).
     `channel_max`: that tensor's per-channel maxima on the calibration images, in the model
-    `params` describe (after equalization, if any)."""
+    `params` describe (after equalization, if any). `grid_top(hi)`: the top of the int8 grid the
+    scheme gives a range [0, hi], which becomes T for hi = max / 2 (None: T = max / 2, affine)."""
     names = splittable(arch)
     if tensor not in names:
         raise OptionError(f"cannot range-split {tensor!r}: choose a Fire squeeze output ({', '.join(names)})")
@@ -83,7 +88,9 @@ def split_squeeze(arch: Arch, params: Params, tensor: str,
     top = float(m.max())
     if not top > 0:
         raise OptionError(f"{tensor} never fires on the calibration images (max {top}); nothing to split")
-    t = top / 2
+    t = top / 2 if grid_top is None else float(grid_top(top / 2))
+    if not top / 2 * 0.99 <= t <= top:
+        raise OptionError(f"grid_top gave {t} for a half range of {top / 2}: a split needs max / 2 <= T <= max")
     sources = tuple(int(c) for c in np.flatnonzero(m > t))
     n = fire.name
     out = {k: (np.asarray(w, np.float32), np.asarray(b, np.float32)) for k, (w, b) in params.items()}
