@@ -242,8 +242,8 @@ def quantize(
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
     None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
-    carried in two int8 pieces (quant/range_split.py; None: fire2.squeeze for affine, () none); `range_search`: activation ranges
-    shrunk where the logits gain on the calibration images (quant/range_search.py).
+    carried in two int8 pieces (quant/range_split.py; None: fire2.squeeze, () none);
+    `range_search`: activation ranges shrunk where the logits gain on the calibration images (quant/range_search.py).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
     of each file per thread count for the latency cost.
