@@ -3,11 +3,12 @@
     EDGESQUEEZE_SHARED=../shared python benchmarks/range_split_cost.py --markdown
     python benchmarks/range_split_cost.py --quick                  # a smoke run: few images and runs
     python benchmarks/range_split_cost.py --split fire2.squeeze fire3.squeeze --runs 200
+    python benchmarks/range_split_cost.py --pieces 3 --markdown   # three pieces instead of the default
 
 Model: the Deep-Compression SqueezeNet v1.0 (`load_pretrained("squeezenet1_0-dc")`), calibrated
 as the main job does (edgesqueeze/job.py): 96 calibration-split images spread evenly over the
 split, `calibrate_and_quantize` with `QuantizeOptions.make(range_split=())` ("plain") and with
-`QuantizeOptions.make(range_split=--split)` ("split", quant/range_split.py: extra squeeze channels
+`QuantizeOptions.make(range_split=--split, range_pieces=--pieces)` ("split", quant/range_split.py: extra squeeze channels
 that the two expand convs read too). Each is written as INT8 ONNX (x86 target) and INT8 TFLite,
 each file verified against the integer reference on evaluation-split images before it is kept.
 
@@ -143,6 +144,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", nargs="+", default=list(DEFAULT_SPLIT), metavar="T",
                     help=f"tensors to range-split (default: {' '.join(DEFAULT_SPLIT)})")
+    ap.add_argument("--pieces", type=int, default=None, metavar="N",
+                    help="pieces per split tensor (default: QuantizeOptions' default)")
     ap.add_argument("--runs", type=int, default=None,
                     help=f"timed runs per file and thread count (default {FULL.runs}; --quick: {QUICK.runs})")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 16 calibration images, few runs")
@@ -180,7 +183,8 @@ def main(argv=None) -> int:
         from edgesqueeze.timing import interleaved_ms
 
         options = {"plain": QuantizeOptions.make(range_split=()),
-                   "split": QuantizeOptions.make(range_split=tuple(args.split))}
+                   "split": QuantizeOptions.make(range_split=tuple(args.split),
+                                                 **({} if args.pieces is None else {"range_pieces": args.pieces}))}
         torch.set_num_threads(2)
         model = load_pretrained("squeezenet1_0-dc")
         calib, evals = split_calibration(read_labels_csv(csv))
@@ -212,7 +216,8 @@ def main(argv=None) -> int:
     facts = [f"CPU: {sysinfo.cpu_model()}, {sysinfo.usable_cores()} usable cores; load average "
              f"{' '.join(f'{x:.2f}' for x in load_start)} at start, {' '.join(f'{x:.2f}' for x in load_end)} at end",
              f"model: squeezenet1_0-dc; {len(items)} calibration images (evenly spaced over the {len(calib)} of the "
-             f"calibration split of {csv.name}); plain: QuantizeOptions.make(range_split=()); split: range_split={tuple(args.split)}",
+             f"calibration split of {csv.name}); plain: QuantizeOptions.make(range_split=()); split: range_split={tuple(args.split)}, "
+             f"{options['split'].range_pieces} pieces",
              "split: " + "; ".join(f"{r['tensor']} +{r['extra_channels']} channels (T = {r['threshold']:.4g})"
                                    for r in records),
              "extra MACs per conv: " + ", ".join(f"{k} +{n / 1e6:.2f} M" for k, n in extra.items()),

@@ -47,6 +47,7 @@ import numpy as np
 from .arch import Arch, Preprocess, override_preprocess
 from .errors import DataError, OptionError
 from .metrics import Accuracy
+from .quant.range_split import DEFAULT_RANGE_PIECES
 from .latency_cost import Latency, latency_cost
 
 # Calibration images the main job uses by default, spread over the calibration set. Measured by
@@ -206,6 +207,7 @@ def quantize(
     unsigned_activations: bool | None = None,
     per_channel_weights: bool | None = None,
     range_split: Sequence[str] | None = None,
+    range_pieces: int = DEFAULT_RANGE_PIECES,
     range_search: bool = False,
     input_size: int | None = None,
     resize: int | tuple[int, int] | None = None,
@@ -242,7 +244,7 @@ def quantize(
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
     None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
-    carried in two int8 pieces (quant/range_split.py; None: fire2.squeeze, () none);
+    carried in `range_pieces` int8 pieces (quant/range_split.py; None: fire2.squeeze, () none);
     `range_search`: activation ranges shrunk where the logits gain on the calibration images (quant/range_search.py).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
@@ -266,7 +268,7 @@ def quantize(
                                    weight_bits=weight_bits, adaptive_rounding=adaptive_rounding,
                                    unsigned_activations=unsigned_activations,
                                    per_channel_weights=per_channel_weights, range_split=range_split,
-                                   range_search=range_search)
+                                   range_pieces=range_pieces, range_search=range_search)
     formats = _check_formats(formats)
     from .export.onnx import as_target
 
@@ -600,7 +602,8 @@ def _write_report(r: QuantizeResult, weights, sources) -> None:
         "options": {"scheme": opts.scheme.value, "method": opts.method.value, "bias_correction": opts.bias_correction,
                     "equalize": opts.equalize, "empirical_bias_correction": opts.empirical_bias_correction,
                     "adaptive_rounding": opts.adaptive_rounding, "weight_bits": opts.weight_bits,
-                    **({"range_split": list(opts.range_split)} if opts.range_split else {}),
+                    **({"range_split": list(opts.range_split), "range_pieces": opts.range_pieces}
+                       if opts.range_split else {}),
                     **({"range_search": True} if opts.range_search else {}),
                     **({"unsigned_activations": opts.unsigned_activations,
                         "per_channel_weights": opts.per_channel_weights} if opts.scheme.value == "ristretto" else {}),

@@ -82,6 +82,58 @@ def test_the_split_float_model_computes_the_same_logits(tiny):
     np.testing.assert_allclose(total.numpy(), ta[TENSOR].numpy(), rtol=1e-5, atol=1e-4 * float(ta[TENSOR].max()))
 
 
+@pytest.mark.parametrize("pieces", [3, 4])
+def test_n_pieces_add_up_to_the_original_channels(tiny, pieces):
+    """With T = max / n, piece k of a channel is min(max(y - kT, 0), T): the float model with the
+    extra channels computes the same logits, every piece lies in [0, T], and the pieces of each
+    channel add up to it; a channel gets piece k only where kT lies below its maximum."""
+    from edgesqueeze.model import SqueezeNet
+    from edgesqueeze.quant.range_split import split_squeeze
+
+    model, _, pixels = tiny
+    m = _maxima(model, pixels, TENSOR)
+    arch, params, split = split_squeeze(model.arch, model.numpy_params(), TENSOR, m, pieces=pieces)
+    t = m.max() / pieces
+    assert split.pieces == pieces and split.threshold == pytest.approx(t)
+    want = [(int(c), k) for k in range(1, pieces) for c in np.flatnonzero(m > k * t)]
+    assert list(split.sources) == [c for c, _ in want]
+    np.testing.assert_allclose(split.offsets, [k * t for _, k in want], rtol=1e-12)
+    assert len(want) > int((m > t).sum())  # more extra channels than two pieces would need
+    split_model = SqueezeNet.from_params(arch, params)
+    a, ta = _logits_and_taps(model, pixels)
+    b, tb = _logits_and_taps(split_model, pixels)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+    s, n0 = tb[TENSOR], model.arch.fires[0].squeeze
+    assert float(s.max()) <= split.threshold * (1 + 1e-6) and float(s.min()) >= 0
+    total = s[:, :n0].clone()
+    for k, c in enumerate(split.sources):
+        total[:, c] += s[:, n0 + k]
+    np.testing.assert_allclose(total.numpy(), ta[TENSOR].numpy(), rtol=1e-5, atol=1e-4 * float(ta[TENSOR].max()))
+
+
+def test_three_pieces_quantize_finer_and_export_exactly(tiny, tmp_path):
+    """The integer model with three pieces: its grid ends at max / 3, its step is two thirds of the
+    two-piece one, and both files equal the integer reference within 1 LSB."""
+    from edgesqueeze.export.tflite import to_tflite
+    from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
+
+    model, items, pixels = tiny
+    two, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(), pixels=pixels)
+    three, _, fp32 = calibrate_and_quantize(model, items, QuantizeOptions.make(range_pieces=3), pixels=pixels)
+    rec, = three.calibration["range_split"]
+    assert rec["pieces"] == 3 and fp32.arch.fires[0].squeeze_clip == rec["threshold"]
+    assert three.tensors[TENSOR].range()[1] == pytest.approx(rec["threshold"], rel=1e-6)
+    assert three.tensors[TENSOR].scale == pytest.approx(two.tensors[TENSOR].scale * 2 / 3, rel=1e-5)
+    assert rec["extra_channels"] > two.calibration["range_split"][0]["extra_channels"]
+    rep = to_tflite(three, tmp_path / "three.tflite")
+    assert rep.max_lsb_diff <= 1 and rep.top1_agreement == 1.0
+    if pytest.importorskip("onnxruntime"):
+        from edgesqueeze.export.onnx import to_onnx
+
+        rep = to_onnx(three, tmp_path / "three.onnx")
+        assert rep.max_lsb_diff <= 1 and rep.top1_agreement == 1.0
+
+
 @pytest.fixture(scope="module")
 def quantized(tiny):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
@@ -225,6 +277,9 @@ def test_options_are_checked(tiny):
         QuantizeOptions.make(reconstruction=True, range_split=[TENSOR])
     with pytest.raises(OptionError, match="sequence of tensor names"):
         QuantizeOptions.make(range_split=TENSOR)
+    for bad in (1, 5, 2.5, True, "3"):
+        with pytest.raises(OptionError, match=rf"pieces={bad!r} is not an integer in 2\.\.4"):
+            QuantizeOptions.make(range_pieces=bad)
     model, items, pixels = tiny
     with pytest.raises(OptionError, match="'conv1' is not a Fire squeeze output.*fire2.squeeze"):
         calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=["conv1"]), pixels=pixels)
@@ -278,6 +333,7 @@ def test_cli_flags_map_to_the_options_and_contradictions_are_refused(tmp_path, c
     assert _quantize_options(p.parse_args(["--no-range-split"]), "affine").range_split == ()
     assert _quantize_options(p.parse_args([]), "ristretto").range_split == (TENSOR,)
     assert _quantize_options(p.parse_args(["--no-range-split"]), "ristretto").range_split == ()
+    assert _quantize_options(p.parse_args(["--range-pieces", "3"]), "affine").range_pieces == 3
     monkeypatch.chdir(tmp_path)
     rc = main(["eval", "--split", "eval", "--int8", "ristretto", "--range-split", TENSOR, "--no-range-split",
                "--weights", str(tmp_path / "never-read.net")])

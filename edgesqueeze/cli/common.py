@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EdgeSqueezeError, OptionError
+from ..quant.range_split import DEFAULT_RANGE_PIECES, PIECES_RANGE
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -94,7 +95,7 @@ def _quantize_options(args, scheme: str):
                                 empirical_bias_correction=False if args.no_empirical_bias_correction else None,
                                 weight_bits=args.weight_bits,
                                 adaptive_rounding=not args.no_adaptive_rounding,
-                                range_split=_range_split(args),
+                                range_split=_range_split(args), range_pieces=args.range_pieces,
                                 range_search=args.range_search,
                                 **ristretto_grids(args, scheme, schemes=getattr(args, "int8", None) or [scheme]))
 
@@ -212,9 +213,13 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
                    help="shrink activation ranges where the integer model's logits get closer to FP32 on the "
                    "calibration images (about 1-2 min more on 2 cores; docs/quantization.md)")
     p.add_argument("--range-split", nargs="+", default=[], metavar="TENSOR",
-                   help="carry these Fire squeeze outputs in two int8 pieces of half the range, a "
-                   "quarter of their rounding noise for extra channels (default: fire2.squeeze; "
+                   help="carry these Fire squeeze outputs in int8 pieces of an equal share of the range "
+                   "(--range-pieces): a finer step for extra channels (default: fire2.squeeze; "
                    "docs/quantization.md, \"Range splitting\")")
+    p.add_argument("--range-pieces", type=int, default=DEFAULT_RANGE_PIECES, metavar="N",
+                   help=f"how many int8 pieces each range-split tensor is carried in, {PIECES_RANGE[0]}.."
+                   f"{PIECES_RANGE[1]}: 1/N of the step for up to N - 1 extra channels per channel "
+                   f"(default {DEFAULT_RANGE_PIECES})")
     p.add_argument("--no-range-split", action="store_true",
                    help="no range splitting (every conv as wide as the float model's)")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)

@@ -72,7 +72,7 @@ def cmd_quantize(args) -> int:
             empirical_bias_correction=False if args.no_empirical_bias_correction else None,
             adaptive_rounding=not args.no_adaptive_rounding, equalize=args.equalize, weight_bits=args.weight_bits,
             **ristretto_grids(args, args.scheme, schemes=[args.scheme]),
-            range_split=_range_split(args),
+            range_split=_range_split(args), range_pieces=args.range_pieces,
             range_search=args.range_search,
             input_size=args.input_size, resize=args.resize, mean=args.mean, std=args.std,
             channel_order=args.channel_order, norm_scale=args.norm_scale,

@@ -1,6 +1,6 @@
-"""Range splitting: a Fire squeeze tensor carried in two pieces of half its range (numpy only).
+"""Range splitting: a Fire squeeze tensor carried in n pieces of 1/n its range (numpy only).
 
-    arch2, params2, split = split_squeeze(arch, params, "fire2.squeeze", channel_max)
+    arch2, params2, split = split_squeeze(arch, params, "fire2.squeeze", channel_max, pieces=3)
 
 Why. One per-tensor 8-bit grid spends its 256 levels on the tensor's whole range, and on the
 released v1.0 one tensor, fire2's squeeze output, carries about half of the logit error of the
@@ -21,12 +21,16 @@ a quarter of that tensor's rounding noise. Every conv stays one int8 conv in bot
 cost is the extra channels: for v1.0's fire2, 16 squeeze channels become at most 32, about 4 %
 more multiply-accumulates (docs/quantization.md has the measured latency).
 
+n pieces. With T = max / n, piece k (k = 0 .. n-1) is min(max(y - kT, 0), T): channel c gets
+an extra channel for every k >= 1 with kT below its maximum (bias b - kT), a 1/n^2 share of the
+rounding noise for up to n - 1 extra channels per channel.
+
 The grid must then be exactly [0, T] (any other top would double-count or lose values between
 it and T), so the split tensor's range is fixed to that, whatever the range method, and the range
 search leaves it alone. T need not be exactly max / 2: any T with a grid ending at it works, and
-the pieces cover [0, 2T]. Affine puts its grid top anywhere, so T = max / 2. Ristretto's
+the pieces cover [0, nT]. Affine puts its grid top anywhere, so T = max / n. Ristretto's
 power-of-two grids end at 255 * 2**-fl (unsigned) or 127 * 2**-fl (signed): `grid_top` gives the
-top of the grid the scheme chooses for [0, max / 2], which is at least 255/256 of max / 2, so the
+top of the grid the scheme chooses for [0, max / n], which is at least 255/256 of max / n, so the
 pieces reach 255/256 of the maximum at worst, the same saturation as an unsplit power-of-two grid.
 
 The float model returned (arch.FireSpec.squeeze_clip = T on that Fire) clamps in float, so the
@@ -44,6 +48,8 @@ from ..arch import Arch
 from ..errors import OptionError
 
 Params = dict[str, tuple[np.ndarray, np.ndarray]]
+PIECES_RANGE = (2, 4)  # more pieces: at most 1/16 of the noise for up to 3 extra channels per channel
+DEFAULT_RANGE_PIECES = 2
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,14 @@ class RangeSplit:
     """What was split: readable, and recorded in the quantized model's calibration dict."""
 
     tensor: str  # "fire2.squeeze"
-    threshold: float  # T: both pieces' range is [0, T]
+    threshold: float  # T: every piece's range is [0, T]
     sources: tuple[int, ...]  # the original channel behind each extra channel, in order
+    offsets: tuple[float, ...]  # kT of each extra channel: its bias is the source's minus this
+    pieces: int = 2
 
     def to_dict(self) -> dict:
-        return {"tensor": self.tensor, "threshold": self.threshold, "extra_channels": len(self.sources),
-                "sources": list(self.sources)}
+        return {"tensor": self.tensor, "threshold": self.threshold, "pieces": self.pieces,
+                "extra_channels": len(self.sources), "sources": list(self.sources), "offsets": list(self.offsets)}
 
 
 def clamped(arch: Arch) -> dict[str, float]:
@@ -70,12 +78,23 @@ def splittable(arch: Arch) -> list[str]:
     return [f"{f.name}.squeeze" for f in arch.fires]
 
 
-def split_squeeze(arch: Arch, params: Params, tensor: str, channel_max: np.ndarray, *,
+def check_pieces(pieces) -> int:
+    """`pieces` as an int in PIECES_RANGE, else OptionError naming the value and the fix."""
+    lo, hi = PIECES_RANGE
+    if isinstance(pieces, bool) or not isinstance(pieces, (int, np.integer)) or not lo <= pieces <= hi:
+        raise OptionError(f"range split pieces={pieces!r} is not an integer in {lo}..{hi}; use 2 (half the "
+                          f"step for up to one extra channel per channel) or 3 (a third, up to two)")
+    return int(pieces)
+
+
+def split_squeeze(arch: Arch, params: Params, tensor: str, channel_max: np.ndarray, *, pieces: int = 2,
                   grid_top: Callable[[float], float] | None = None) -> tuple[Arch, Params, RangeSplit]:
-    """(arch, params, record) with `tensor` (a Fire's squeeze output) in two pieces (module doc).
-    `channel_max`: that tensor's per-channel maxima on the calibration images, in the model
+    """(arch, params, record) with `tensor` (a Fire's squeeze output) in `pieces` pieces (module
+    doc). `channel_max`: that tensor's per-channel maxima on the calibration images, in the model
     `params` describe (after equalization, if any). `grid_top(hi)`: the top of the int8 grid the
-    scheme gives a range [0, hi], which becomes T for hi = max / 2 (None: T = max / 2, affine)."""
+    scheme gives a range [0, hi], which becomes T for hi = max / pieces (None: T = max / pieces,
+    affine)."""
+    n_pieces = check_pieces(pieces)
     names = splittable(arch)
     if tensor not in names:
         raise OptionError(f"cannot range-split {tensor!r}: choose a Fire squeeze output ({', '.join(names)})")
@@ -88,23 +107,30 @@ def split_squeeze(arch: Arch, params: Params, tensor: str, channel_max: np.ndarr
     top = float(m.max())
     if not top > 0:
         raise OptionError(f"{tensor} never fires on the calibration images (max {top}); nothing to split")
-    t = top / 2 if grid_top is None else float(grid_top(top / 2))
-    if not top / 2 * 0.99 <= t <= top:
-        raise OptionError(f"grid_top gave {t} for a half range of {top / 2}: a split needs max / 2 <= T <= max")
-    sources = tuple(int(c) for c in np.flatnonzero(m > t))
+    part = top / n_pieces
+    t = part if grid_top is None else float(grid_top(part))
+    if not part * 0.99 <= t <= top:
+        raise OptionError(f"grid_top gave {t} for a range of {part} (max / {n_pieces}): a split needs "
+                          f"max / {n_pieces} <= T <= max")
+    # piece k >= 1 of channel c exists where kT lies below c's maximum; the k-major order keeps
+    # the two-piece layout (one extra channel per source, in channel order) as its first block
+    extra = [(int(c), k * t) for k in range(1, n_pieces) for c in np.flatnonzero(m > k * t)]
+    sources = tuple(c for c, _ in extra)
+    offsets = np.array([o for _, o in extra], np.float64)
     n = fire.name
     out = {k: (np.asarray(w, np.float32), np.asarray(b, np.float32)) for k, (w, b) in params.items()}
     w, b = (np.asarray(a, np.float64) for a in params[f"{n}.squeeze"])
     idx = list(sources)
     out[f"{n}.squeeze"] = (np.concatenate([w, w[idx]]).astype(np.float32),
-                           np.concatenate([b, b[idx] - t]).astype(np.float32))
+                           np.concatenate([b, b[idx] - offsets]).astype(np.float32))
     for e in ("expand1x1", "expand3x3"):  # the extra channels read with their source's weights
         v, c = params[f"{n}.{e}"]
         v = np.asarray(v, np.float32)
         out[f"{n}.{e}"] = (np.concatenate([v, v[:, idx]], axis=1), np.asarray(c, np.float32))
     fires = tuple(replace(f, squeeze=f.squeeze + len(sources), squeeze_clip=t) if f is fire else f
                   for f in arch.fires)
-    return replace(arch, fires=fires), out, RangeSplit(tensor, t, sources)
+    return replace(arch, fires=fires), out, RangeSplit(tensor, t, sources, tuple(float(o) for o in offsets),
+                                                       n_pieces)
 
 
-__all__ = ["RangeSplit", "clamped", "split_squeeze", "splittable"]
+__all__ = ["DEFAULT_RANGE_PIECES", "PIECES_RANGE", "RangeSplit", "check_pieces", "clamped", "split_squeeze", "splittable"]
