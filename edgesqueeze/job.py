@@ -47,7 +47,6 @@ import numpy as np
 from .arch import Arch, Preprocess, override_preprocess
 from .errors import DataError, OptionError
 from .metrics import Accuracy
-from .quant.range_split import DEFAULT_RANGE_PIECES
 from .latency_cost import Latency, latency_cost
 
 # Calibration images the main job uses by default, spread over the calibration set. Measured by
@@ -207,7 +206,7 @@ def quantize(
     unsigned_activations: bool | None = None,
     per_channel_weights: bool | None = None,
     range_split: Sequence[str] | None = None,
-    range_pieces: int = DEFAULT_RANGE_PIECES,
+    range_pieces: int | None = None,
     range_search: bool = False,
     input_size: int | None = None,
     resize: int | tuple[int, int] | None = None,
@@ -244,7 +243,8 @@ def quantize(
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
     None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
-    carried in `range_pieces` int8 pieces (quant/range_split.py; None: fire2.squeeze, () none);
+    carried in `range_pieces` int8 pieces (quant/range_split.py; None: fire2.squeeze in the
+    scheme's default pieces, () none);
     `range_search`: activation ranges shrunk where the logits gain on the calibration images (quant/range_search.py).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls

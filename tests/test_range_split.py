@@ -118,7 +118,7 @@ def test_three_pieces_quantize_finer_and_export_exactly(tiny, tmp_path):
     from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
 
     model, items, pixels = tiny
-    two, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(), pixels=pixels)
+    two, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(range_pieces=2), pixels=pixels)
     three, _, fp32 = calibrate_and_quantize(model, items, QuantizeOptions.make(range_pieces=3), pixels=pixels)
     rec, = three.calibration["range_split"]
     assert rec["pieces"] == 3 and fp32.arch.fires[0].squeeze_clip == rec["threshold"]
@@ -140,7 +140,8 @@ def quantized(tiny):
 
     model, items, pixels = tiny
     plain, _, _ = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=()), pixels=pixels)
-    split, _, fp32 = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=[TENSOR]), pixels=pixels)
+    split, _, fp32 = calibrate_and_quantize(model, items, QuantizeOptions.make(range_split=[TENSOR], range_pieces=2),
+                                            pixels=pixels)
     return plain, split, fp32
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EdgeSqueezeError, OptionError
+from ..quant.equalize import DEFAULT_EQUALIZE
 from ..quant.range_split import DEFAULT_RANGE_PIECES, PIECES_RANGE
 
 
@@ -199,7 +200,7 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
                    "its conv's output error on the calibration images (README, \"Adaptive rounding\")")
     p.add_argument("--equalize", type=float, default=None, metavar="ALPHA",
                    help="cross-layer activation equalization strength in [0, 1] (0: off; default "
-                   "0.5)")
+                   f"{DEFAULT_EQUALIZE})")
     p.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="weight levels: symmetric N-bit grid in int8 containers, 4..8 (default 8); fewer "
                    "levels give a smaller update bundle at a measured accuracy cost (README, \"Update bundle\")")
@@ -216,10 +217,10 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
                    help="carry these Fire squeeze outputs in int8 pieces of an equal share of the range "
                    "(--range-pieces): a finer step for extra channels (default: fire2.squeeze; "
                    "docs/quantization.md, \"Range splitting\")")
-    p.add_argument("--range-pieces", type=int, default=DEFAULT_RANGE_PIECES, metavar="N",
+    p.add_argument("--range-pieces", type=int, default=None, metavar="N",
                    help=f"how many int8 pieces each range-split tensor is carried in, {PIECES_RANGE[0]}.."
                    f"{PIECES_RANGE[1]}: 1/N of the step for up to N - 1 extra channels per channel "
-                   f"(default {DEFAULT_RANGE_PIECES})")
+                   "(default: " + ", ".join(f"{n} for {s.value}" for s, n in DEFAULT_RANGE_PIECES.items()) + ")")
     p.add_argument("--no-range-split", action="store_true",
                    help="no range splitting (every conv as wide as the float model's)")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)
