@@ -3,14 +3,15 @@
     EDGESQUEEZE_SHARED=../shared python benchmarks/range_split_cost.py --markdown
     python benchmarks/range_split_cost.py --quick                  # a smoke run: few images and runs
     python benchmarks/range_split_cost.py --split fire2.squeeze fire3.squeeze --runs 200
-    python benchmarks/range_split_cost.py --pieces 3 --markdown   # three pieces instead of the default
+    python benchmarks/range_split_cost.py --pieces 2 3 --markdown  # two and three pieces, side by side
 
 Model: the Deep-Compression SqueezeNet v1.0 (`load_pretrained("squeezenet1_0-dc")`), calibrated
 as the main job does (edgesqueeze/job.py): 96 calibration-split images spread evenly over the
 split, `calibrate_and_quantize` with `QuantizeOptions.make(range_split=())` ("plain") and with
-`QuantizeOptions.make(range_split=--split, range_pieces=--pieces)` ("split", quant/range_split.py: extra squeeze channels
-that the two expand convs read too). Each is written as INT8 ONNX (x86 target) and INT8 TFLite,
-each file verified against the integer reference on evaluation-split images before it is kept.
+`QuantizeOptions.make(range_split=--split, range_pieces=N)` for each N of --pieces ("splitN",
+quant/range_split.py: extra squeeze channels that the two expand convs read too). Each is written
+as INT8 ONNX (x86 target) and INT8 TFLite, each file verified against the integer reference on
+evaluation-split images before it is kept.
 
 MACs: every conv's multiply-accumulates for one image, dense, from the arch (benchmarks/run.py's
 `conv_macs`, a walk of graph.lower), checked against the quantized model's own weight shapes
@@ -18,9 +19,9 @@ MACs: every conv's multiply-accumulates for one image, dense, from the arch (ben
 
 Latency: batch 1, one evaluation image; all (file, threads) runners, threads 1 and 2, in ONE
 interleaved loop (edgesqueeze.timing.interleaved_ms: the order rotates each round, so load from
-other jobs hits every row alike). The table shows medians; the split/plain ratio is the ratio of
-medians, with the interquartile range of the per-round ratios (split and plain timed in the same
-round) as its noise. p90s are printed below the table. On a shared machine only the ratios count.
+other jobs hits every row alike). The table shows medians; a split file's ratio over plain is the
+ratio of medians, with the interquartile range of the per-round ratios (split and plain timed in
+the same round) as its noise. p90s are printed below the table. On a shared machine only the ratios count.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import run as bench_run  # noqa: E402  (benchmarks/run.py: conv_macs, file_runne
 
 THREADS = (1, 2)
 RUNTIMES = ("ONNX", "TFLite")
-VARIANTS = ("plain", "split")
+PLAIN = "plain"
 DEFAULT_SPLIT = ("fire2.squeeze",)
 
 
@@ -84,7 +85,7 @@ def file_name(runtime: str, variant: str) -> str:
 
 
 def export_files(qms: dict[str, object], out_dir: Path, verify: np.ndarray) -> dict[tuple[str, str], Path]:
-    """{(runtime, variant): path} of the four INT8 files, each verified as it is written."""
+    """{(runtime, variant): path} of the INT8 files, two per variant, each verified as it is written."""
     from edgesqueeze.export.onnx import Target, to_onnx
     from edgesqueeze.export.tflite import to_tflite
 
@@ -102,50 +103,51 @@ def export_files(qms: dict[str, object], out_dir: Path, verify: np.ndarray) -> d
 
 def summarize(times: dict[tuple, list[float]], per_round: int) -> tuple[dict, dict]:
     """(stats, ratios) from interleaved_ms's {(runtime, variant, threads): [ms, ...]}.
-    stats[key] = {median_ms, p90_ms, runs}; ratios[(runtime, threads)] = {ratio: median split /
-    median plain, q25, q75: quartiles of the per-round ratios of medians}."""
+    stats[key] = {median_ms, p90_ms, runs}; ratios[(runtime, variant, threads)] for every variant
+    but plain = {ratio: its median / plain's median, q25, q75: quartiles of the per-round ratios
+    of medians}."""
     stats = {k: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
              for k, v in times.items()}
     ratios = {}
-    for r in RUNTIMES:
-        for t in THREADS:
-            plain, split = times.get((r, "plain", t)), times.get((r, "split", t))
-            if plain is None or split is None:
-                continue
-            n = min(len(plain), len(split)) // per_round
-            rounds = [np.median(split[i * per_round:(i + 1) * per_round]) /
-                      np.median(plain[i * per_round:(i + 1) * per_round]) for i in range(n)]
-            ratios[(r, t)] = {"ratio": stats[(r, "split", t)]["median_ms"] / stats[(r, "plain", t)]["median_ms"],
-                              "q25": float(np.percentile(rounds, 25)), "q75": float(np.percentile(rounds, 75))}
+    for (r, v, t), split in times.items():
+        plain = times.get((r, PLAIN, t))
+        if v == PLAIN or plain is None:
+            continue
+        n = min(len(plain), len(split)) // per_round
+        rounds = [np.median(split[i * per_round:(i + 1) * per_round]) /
+                  np.median(plain[i * per_round:(i + 1) * per_round]) for i in range(n)]
+        ratios[(r, v, t)] = {"ratio": stats[(r, v, t)]["median_ms"] / stats[(r, PLAIN, t)]["median_ms"],
+                             "q25": float(np.percentile(rounds, 25)), "q75": float(np.percentile(rounds, 75))}
     return stats, ratios
 
 
 def table_rows(macs: dict[str, int], stats: dict, ratios: dict) -> list[list[str]]:
-    """One row per file: file | MACs | extra MACs % | median ms per thread count | split/plain per
-    thread count (split rows only)."""
+    """One row per file, variants in the order of `macs` (plain first): file | MACs | extra MACs % |
+    median ms per thread count | over plain per thread count (split rows only)."""
     rows = []
     for r in RUNTIMES:
-        for v in VARIANTS:
+        for v in macs:
             row = [f"INT8 {r} {v} ({file_name(r, v)})", f"{macs[v] / 1e6:.1f} M",
-                   f"{100.0 * (macs[v] / macs['plain'] - 1):+.2f} %"]
+                   f"{100.0 * (macs[v] / macs[PLAIN] - 1):+.2f} %"]
             row += [f"{stats[(r, v, t)]['median_ms']:.2f}" for t in THREADS]
             for t in THREADS:
-                q = ratios[(r, t)]
-                row.append(f"{q['ratio']:.3f} (rounds IQR {q['q25']:.3f}-{q['q75']:.3f})" if v == "split" else "-")
+                q = ratios.get((r, v, t))
+                row.append("-" if q is None else f"{q['ratio']:.3f} (rounds IQR {q['q25']:.3f}-{q['q75']:.3f})")
             rows.append(row)
     return rows
 
 
 HEADERS = ["file", "conv MACs", "extra MACs %"] + [f"{t}-thread median ms" for t in THREADS] + \
-          [f"split/plain {t}-thread" for t in THREADS]
+          [f"over plain {t}-thread" for t in THREADS]
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", nargs="+", default=list(DEFAULT_SPLIT), metavar="T",
                     help=f"tensors to range-split (default: {' '.join(DEFAULT_SPLIT)})")
-    ap.add_argument("--pieces", type=int, default=None, metavar="N",
-                    help="pieces per split tensor (default: QuantizeOptions' default)")
+    ap.add_argument("--pieces", type=int, nargs="+", default=None, metavar="N",
+                    help="pieces per split tensor, one split variant each, timed side by side (default: "
+                    "QuantizeOptions' default for affine)")
     ap.add_argument("--runs", type=int, default=None,
                     help=f"timed runs per file and thread count (default {FULL.runs}; --quick: {QUICK.runs})")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 16 calibration images, few runs")
@@ -182,9 +184,10 @@ def main(argv=None) -> int:
         from edgesqueeze.pipeline import QuantizeOptions, calibrate_and_quantize
         from edgesqueeze.timing import interleaved_ms
 
-        options = {"plain": QuantizeOptions.make(range_split=()),
-                   "split": QuantizeOptions.make(range_split=tuple(args.split),
-                                                 **({} if args.pieces is None else {"range_pieces": args.pieces}))}
+        pieces = args.pieces or [QuantizeOptions.make().range_pieces]
+        options = {PLAIN: QuantizeOptions.make(range_split=())}
+        options.update({f"split{n}": QuantizeOptions.make(range_split=tuple(args.split), range_pieces=n)
+                        for n in dict.fromkeys(pieces)})
         torch.set_num_threads(2)
         model = load_pretrained("squeezenet1_0-dc")
         calib, evals = split_calibration(read_labels_csv(csv))
@@ -198,9 +201,9 @@ def main(argv=None) -> int:
             log(f"calibrate_and_quantize ({v}) on {len(items)} calibration images ...")
             qms[v] = calibrate_and_quantize(model, items, opt, labels=labels, pixels=pixels)[0]
             macs[v] = conv_macs(qms[v])
-        records = qms["split"].calibration.get("range_split", [])
+        records = {v: qm.calibration.get("range_split", []) for v, qm in qms.items() if v != PLAIN}
         with tempfile.TemporaryDirectory(prefix="edgesqueeze-range-split-") as tmp:
-            log("writing the four INT8 files (each verified against the integer reference) ...")
+            log(f"writing the {2 * len(qms)} INT8 files (each verified against the integer reference) ...")
             files = export_files(qms, Path(tmp), evals_px[:s.verify_images])
             log(f"latency: {runs}+ runs x {len(files)} files x threads {THREADS}, one interleaved loop ...")
             runners = {(r, v, t): bench_run.file_runner(p, t, evals_px[0]) for t in THREADS
@@ -212,22 +215,23 @@ def main(argv=None) -> int:
         return 2
     stats, ratios = summarize(times, s.per_round)
     load_end, seconds = os.getloadavg(), time.perf_counter() - t_start
-    extra = {k: n - macs["plain"].get(k, 0) for k, n in macs["split"].items() if n != macs["plain"].get(k)}
+    extra = {v: {k: n - macs[PLAIN].get(k, 0) for k, n in m.items() if n != macs[PLAIN].get(k)}
+             for v, m in macs.items() if v != PLAIN}
     facts = [f"CPU: {sysinfo.cpu_model()}, {sysinfo.usable_cores()} usable cores; load average "
              f"{' '.join(f'{x:.2f}' for x in load_start)} at start, {' '.join(f'{x:.2f}' for x in load_end)} at end",
              f"model: squeezenet1_0-dc; {len(items)} calibration images (evenly spaced over the {len(calib)} of the "
-             f"calibration split of {csv.name}); plain: QuantizeOptions.make(range_split=()); split: range_split={tuple(args.split)}, "
-             f"{options['split'].range_pieces} pieces",
-             "split: " + "; ".join(f"{r['tensor']} +{r['extra_channels']} channels (T = {r['threshold']:.4g})"
-                                   for r in records),
-             "extra MACs per conv: " + ", ".join(f"{k} +{n / 1e6:.2f} M" for k, n in extra.items()),
+             f"calibration split of {csv.name}); plain: QuantizeOptions.make(range_split=()); splitN: "
+             f"range_split={tuple(args.split)}, range_pieces=N",
+             *(f"{v}: " + "; ".join(f"{r['tensor']} +{r['extra_channels']} channels (T = {r['threshold']:.4g})"
+                                   for r in rec) + "; extra MACs per conv: "
+               + ", ".join(f"{k} +{n / 1e6:.2f} M" for k, n in extra[v].items()) for v, rec in records.items()),
              f"latency: batch 1, {stats[next(iter(stats))]['runs']} timed runs per (file, threads) after {s.warmup} "
              f"warm-up, all {len(runners)} runners interleaved in rotating rounds of {s.per_round}; onnxruntime CPU "
              f"EP (ORT_ENABLE_ALL), LiteRT (XNNPACK)" + ("; --quick: a smoke run, numbers not meaningful"
                                                         if args.quick else ""),
              "p90 ms (1 / 2 threads): " + "; ".join(f"{r} {v} " + " / ".join(f"{stats[(r, v, t)]['p90_ms']:.2f}"
                                                                           for t in THREADS)
-                                                    for r in RUNTIMES for v in VARIANTS),
+                                                    for r in RUNTIMES for v in macs),
              f"run time: {seconds:.0f} s"]
     from edgesqueeze.metrics import format_table
 

@@ -82,12 +82,14 @@ def test_mac_count_refuses_weights_that_disagree_with_the_arch(script, pair):
 
 def _times(per_round: int, rounds: int, base: dict[str, float], slow_round: int) -> dict:
     """Made-up interleaved_ms output: every runner's time per call is its base (ms) times 3 in
-    `slow_round` (background load hitting every runner alike), split = plain x 1.1 on ONNX."""
+    `slow_round` (background load hitting every runner alike): split2 = plain x 1.1 on ONNX,
+    split3 = plain x 1.2 on both runtimes."""
+    factor = {("ONNX", "split2"): 1.1, ("ONNX", "split3"): 1.2, ("TFLite", "split3"): 1.2}
     out = {}
     for r in ("ONNX", "TFLite"):
-        for v in ("plain", "split"):
+        for v in ("plain", "split2", "split3"):
             for t in (1, 2):
-                ms = base[r] / t * (1.1 if (v == "split" and r == "ONNX") else 1.0)
+                ms = base[r] / t * factor.get((r, v), 1.0)
                 out[(r, v, t)] = [ms * (3.0 if i // per_round == slow_round else 1.0)
                                   for i in range(per_round * rounds)]
     return out
@@ -95,21 +97,22 @@ def _times(per_round: int, rounds: int, base: dict[str, float], slow_round: int)
 
 def test_ratios_and_rows(script):
     times = _times(per_round=3, rounds=5, base={"ONNX": 20.0, "TFLite": 40.0}, slow_round=1)
-    times[("TFLite", "split", 2)][-1] = 1e6  # one outlier moves neither the medians nor the quartiles
+    times[("TFLite", "split2", 2)][-1] = 1e6  # one outlier moves neither the medians nor the quartiles
     stats, ratios = script.summarize(times, per_round=3)
     assert stats[("ONNX", "plain", 1)] == {"median_ms": 20.0, "p90_ms": pytest.approx(60.0), "runs": 15}
-    assert stats[("ONNX", "split", 2)]["median_ms"] == pytest.approx(11.0)
-    assert set(ratios) == {(r, t) for r in ("ONNX", "TFLite") for t in (1, 2)}
+    assert stats[("ONNX", "split2", 2)]["median_ms"] == pytest.approx(11.0)
+    assert set(ratios) == {(r, v, t) for r in ("ONNX", "TFLite") for v in ("split2", "split3") for t in (1, 2)}
     for t in (1, 2):
-        assert ratios[("ONNX", t)] == pytest.approx({"ratio": 1.1, "q25": 1.1, "q75": 1.1})
-        assert ratios[("TFLite", t)] == pytest.approx({"ratio": 1.0, "q25": 1.0, "q75": 1.0})
-    rows = script.table_rows({"plain": 1000, "split": 1039}, stats, ratios)
-    assert [r[0].split(" (")[0] for r in rows] == ["INT8 ONNX plain", "INT8 ONNX split", "INT8 TFLite plain",
-                                                   "INT8 TFLite split"]
+        assert ratios[("ONNX", "split2", t)] == pytest.approx({"ratio": 1.1, "q25": 1.1, "q75": 1.1})
+        assert ratios[("TFLite", "split2", t)] == pytest.approx({"ratio": 1.0, "q25": 1.0, "q75": 1.0})
+        assert ratios[("TFLite", "split3", t)] == pytest.approx({"ratio": 1.2, "q25": 1.2, "q75": 1.2})
+    rows = script.table_rows({"plain": 1000, "split2": 1039, "split3": 1078}, stats, ratios)
+    assert [r[0].split(" (")[0] for r in rows] == [f"INT8 {r} {v}" for r in ("ONNX", "TFLite")
+                                                   for v in ("plain", "split2", "split3")]
     assert all(len(r) == len(script.HEADERS) for r in rows)
-    assert [r[2] for r in rows] == ["+0.00 %", "+3.90 %"] * 2
+    assert [r[2] for r in rows] == ["+0.00 %", "+3.90 %", "+7.80 %"] * 2
     assert rows[1][3:5] == ["22.00", "11.00"] and rows[0][5:] == ["-", "-"]
-    assert rows[1][5].startswith("1.100 ") and rows[3][6].startswith("1.000 ")
+    assert rows[1][5].startswith("1.100 ") and rows[4][6].startswith("1.000 ") and rows[5][5].startswith("1.200 ")
 
 
 def test_exits_2_without_shared_data(tmp_path):
@@ -133,5 +136,6 @@ def test_runs_must_be_positive(script):
     with pytest.raises(SystemExit) as e:
         script.parse_args(["--runs", "0"])
     assert e.value.code == 2
-    assert script.parse_args([]).split == ["fire2.squeeze"]
+    assert script.parse_args([]).split == ["fire2.squeeze"] and script.parse_args([]).pieces is None
+    assert script.parse_args(["--pieces", "2", "3"]).pieces == [2, 3]
     assert np.isclose(script.FULL.calib_images, 96)
