@@ -36,6 +36,9 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "affine": ("affine default (min/max, bias corr., eq. 0.5, fire2.squeeze range-split, empirical bias corr., "
                "adaptive rounding)", {}, 1.0),
     "affine-no-split": ("... without range splitting", dict(range_split=()), 1.0),
+    "affine-pieces2": ("... with fire2.squeeze in 2 pieces", dict(range_pieces=2), 1.0),
+    "affine-pieces3": ("... with fire2.squeeze in 3 pieces", dict(range_pieces=3), 1.0),
+    "affine-pieces4": ("... with fire2.squeeze in 4 pieces", dict(range_pieces=4), 1.0),
     "affine-no-adaround": ("... without adaptive rounding", dict(adaptive_rounding=False), 1.0),
     "affine-no-empirical": ("... without empirical bias correction", dict(empirical_bias_correction=False), 1.0),
     "affine-eq0.25": ("... with equalization 0.25", dict(equalize=0.25), 1.0),
@@ -55,6 +58,8 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "ristretto": ("ristretto default (KL, unsigned ReLU tensors, per-channel weight shifts, eq. 0.5, bias corr., "
                   "empirical bias corr., adaptive rounding, fire2.squeeze range-split)", dict(scheme="ristretto"), 1.0),
     "ristretto-no-split": ("... without range splitting", dict(scheme="ristretto", range_split=()), 1.0),
+    "ristretto-pieces3": ("... with fire2.squeeze in 3 pieces", dict(scheme="ristretto", range_pieces=3), 1.0),
+    "ristretto-eq0.25": ("... with equalization 0.25", dict(scheme="ristretto", equalize=0.25), 1.0),
     "ristretto-eq0": ("... without range split or equalization",
                       dict(scheme="ristretto", equalize=0.0, range_split=()), 1.0),
     # the rows below are without range splitting or equalization, each changing one thing of ristretto-eq0

@@ -147,7 +147,7 @@ def parse_args(argv):
                     help=f"tensors to range-split (default: {' '.join(DEFAULT_SPLIT)})")
     ap.add_argument("--pieces", type=int, nargs="+", default=None, metavar="N",
                     help="pieces per split tensor, one split variant each, timed side by side (default: "
-                    "QuantizeOptions' default for affine)")
+                    "QuantizeOptions' default)")
     ap.add_argument("--runs", type=int, default=None,
                     help=f"timed runs per file and thread count (default {FULL.runs}; --quick: {QUICK.runs})")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 16 calibration images, few runs")

@@ -243,8 +243,8 @@ def quantize(
     images (0: all).
     `unsigned_activations` / `per_channel_weights`: ristretto's grids (pipeline.QuantizeOptions;
     None: on for ristretto, and must stay None for affine). `range_split`: Fire squeeze tensors
-    carried in `range_pieces` int8 pieces (quant/range_split.py; None: fire2.squeeze in the
-    scheme's default pieces, () none);
+    carried in `range_pieces` int8 pieces (quant/range_split.py; None: fire2.squeeze in
+    DEFAULT_RANGE_PIECES, () none);
     `range_search`: activation ranges shrunk where the logits gain on the calibration images (quant/range_search.py).
     `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls

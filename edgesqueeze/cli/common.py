@@ -220,7 +220,7 @@ def _add_quant_args(p: argparse.ArgumentParser, *, calib_limit_help: str = "use 
     p.add_argument("--range-pieces", type=int, default=None, metavar="N",
                    help=f"how many int8 pieces each range-split tensor is carried in, {PIECES_RANGE[0]}.."
                    f"{PIECES_RANGE[1]}: 1/N of the step for up to N - 1 extra channels per channel "
-                   "(default: " + ", ".join(f"{n} for {s.value}" for s, n in DEFAULT_RANGE_PIECES.items()) + ")")
+                   f"(default {DEFAULT_RANGE_PIECES})")
     p.add_argument("--no-range-split", action="store_true",
                    help="no range splitting (every conv as wide as the float model's)")
     p.add_argument("--calib-limit", type=_non_negative, default=None, metavar="N", help=calib_limit_help)

@@ -46,15 +46,14 @@ import numpy as np
 
 from ..arch import Arch
 from ..errors import OptionError
-from .params import Scheme
 
 Params = dict[str, tuple[np.ndarray, np.ndarray]]
 PIECES_RANGE = (2, 4)  # more pieces: at most 1/16 of the noise for up to 3 extra channels per channel
-# chosen by the 2-fold CV (docs/quantization.md, "Range splitting"). A power-of-two T for max / 3 is
-# often the one for max / 2 (the same bracket), so ristretto's third piece buys nothing (29.95
-# against 29.93 dB); affine's grid ends anywhere, and its third piece adds 0.35 dB (30.40 against 30.06 dB,
-# better on 63 % of the images)
-DEFAULT_RANGE_PIECES = {Scheme.AFFINE: 3, Scheme.RISTRETTO: 2}
+# docs/quantization.md, "Range splitting": for affine a third piece adds 0.35 dB on the 2-fold CV
+# (closer on 63 % of the images) but 7.5 % more MACs, 4-6 % more latency at 1 thread, over the 3 %
+# budget; for ristretto it buys nothing (29.95 against 29.93 dB): a power-of-two T for max / 3 is
+# often the one for max / 2, the same bracket
+DEFAULT_RANGE_PIECES = 2
 
 
 @dataclass(frozen=True)
