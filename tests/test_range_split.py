@@ -58,32 +58,8 @@ def test_a_tensor_that_never_fires_is_left_whole(tiny):
     assert qm.arch == model.arch
 
 
-def test_the_split_float_model_computes_the_same_logits(tiny):
-    from edgesqueeze.model import SqueezeNet
-    from edgesqueeze.quant.range_split import split_squeeze
-
-    model, _, pixels = tiny
-    m = _maxima(model, pixels, TENSOR)
-    arch, params, split = split_squeeze(model.arch, model.numpy_params(), TENSOR, m)
-    fire = arch.fires[0]
-    assert split.threshold == pytest.approx(m.max() / 2) and fire.squeeze_clip == split.threshold
-    assert list(split.sources) == [int(c) for c in np.flatnonzero(m > m.max() / 2)] and split.sources
-    assert fire.squeeze == model.arch.fires[0].squeeze + len(split.sources)
-    split_model = SqueezeNet.from_params(arch, params)
-    a, ta = _logits_and_taps(model, pixels)
-    b, tb = _logits_and_taps(split_model, pixels)
-    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
-    # every piece lies in [0, T], and the pieces add up to the original channels
-    s, n0 = tb[TENSOR], model.arch.fires[0].squeeze
-    assert float(s.max()) <= split.threshold * (1 + 1e-6) and float(s.min()) >= 0
-    total = s[:, :n0].clone()
-    for k, c in enumerate(split.sources):
-        total[:, c] += s[:, n0 + k]
-    np.testing.assert_allclose(total.numpy(), ta[TENSOR].numpy(), rtol=1e-5, atol=1e-4 * float(ta[TENSOR].max()))
-
-
-@pytest.mark.parametrize("pieces", [3, 4])
-def test_n_pieces_add_up_to_the_original_channels(tiny, pieces):
+@pytest.mark.parametrize("pieces", [2, 3, 4])
+def test_the_split_float_model_computes_the_same_logits(tiny, pieces):
     """With T = max / n, piece k of a channel is min(max(y - kT, 0), T): the float model with the
     extra channels computes the same logits, every piece lies in [0, T], and the pieces of each
     channel add up to it; a channel gets piece k only where kT lies below its maximum."""
@@ -94,11 +70,13 @@ def test_n_pieces_add_up_to_the_original_channels(tiny, pieces):
     m = _maxima(model, pixels, TENSOR)
     arch, params, split = split_squeeze(model.arch, model.numpy_params(), TENSOR, m, pieces=pieces)
     t = m.max() / pieces
-    assert split.pieces == pieces and split.threshold == pytest.approx(t)
+    fire = arch.fires[0]
+    assert split.pieces == pieces and split.threshold == pytest.approx(t) and fire.squeeze_clip == split.threshold
     want = [(int(c), k) for k in range(1, pieces) for c in np.flatnonzero(m > k * t)]
-    assert list(split.sources) == [c for c, _ in want]
+    assert list(split.sources) == [c for c, _ in want] and split.sources
     np.testing.assert_allclose(split.offsets, [k * t for _, k in want], rtol=1e-12)
-    assert len(want) > int((m > t).sum())  # more extra channels than two pieces would need
+    assert fire.squeeze == model.arch.fires[0].squeeze + len(want)
+    assert pieces == 2 or len(want) > int((m > t).sum())  # more extra channels than two pieces need
     split_model = SqueezeNet.from_params(arch, params)
     a, ta = _logits_and_taps(model, pixels)
     b, tb = _logits_and_taps(split_model, pixels)
@@ -340,6 +318,9 @@ def test_cli_flags_map_to_the_options_and_contradictions_are_refused(tmp_path, c
                "--weights", str(tmp_path / "never-read.net")])
     err = capsys.readouterr().err
     assert rc == 2 and "contradict each other" in err and "Traceback" not in err
+    assert main(["quantize", "--range-pieces", "5"]) == 2  # refused before any weights or images are read
+    err = capsys.readouterr().err
+    assert "pieces=5 is not an integer in 2..4" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
 
