@@ -143,9 +143,9 @@ class QuantizeOptions:
         as published: signed activations, one weight scale per layer.
         `range_split`: Fire squeeze outputs carried in `range_pieces` (2..4) pieces of an equal
         share of the range each, for 1/pieces^2 of their rounding noise at the cost of up to
-        pieces - 1 extra channels per channel (quant/range_split.py); not with reconstruction. Default (None): DEFAULT_RANGE_SPLIT without reconstruction
-        (docs/quantization.md, "Range splitting"), else none; () turns it off. `range_pieces`
-        None: DEFAULT_RANGE_PIECES."""
+        pieces - 1 extra channels per channel (quant/range_split.py); not with reconstruction.
+        Default (None): DEFAULT_RANGE_SPLIT without reconstruction (docs/quantization.md, "Range
+        splitting"), else none; () turns it off. `range_pieces` None: DEFAULT_RANGE_PIECES."""
         scheme = parse_enum(Scheme, scheme, "scheme")
         ristretto = scheme is Scheme.RISTRETTO
         for opt, value in (("unsigned_activations", unsigned_activations), ("per_channel_weights", per_channel_weights)):
