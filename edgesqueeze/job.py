@@ -159,7 +159,8 @@ def quantize(
     carried in `range_pieces` int8 pieces (quant/range_split.py; None: fire2.squeeze in
     DEFAULT_RANGE_PIECES, () none);
     `range_search`: activation ranges shrunk where the logits gain on the calibration images (quant/range_search.py).
-    `min_agreement` / `max_drop`: the accuracy-aware option (module doc); `sensitivity_images`
+    `min_agreement` / `max_drop`: the accuracy-aware option (module doc), its CV on every
+    calibration image, not only the `calib_limit` ones the files are calibrated on; `sensitivity_images`
     bounds the images each conv's sensitivity is measured on; `latency_runs` is the timed calls
     of each file per thread count for the latency cost.
     `on_pass(name, done, total)` reports progress; `on_warning(text)` hears each warning as it
@@ -250,16 +251,20 @@ def quantize(
     if labels_source == "generated":
         warn(f"no class names: the files name the {n} classes class_0 ... class_{n - 1}; pass a labels file "
              "(one name per line, labels=/--labels)")
-    calib = evenly_spaced(calib, calib_limit) if calib_limit else calib
+    # the files are calibrated on `calib_limit` of the calibration images; the accuracy-aware
+    # CV runs on all of them: it measures whole images, so twice the images halve its step
+    cv_items = list(calib)
+    chosen = evenly_spaced(list(range(len(cv_items))), calib_limit) if calib_limit else list(range(len(cv_items)))
+    calib = [cv_items[i] for i in chosen]
     evals = evals[:eval_limit] if eval_limit else evals
     if not calib:
         raise DataError("no calibration images selected; give more images or a larger calibration fraction")
-    if target is not None and len(calib) < 4:
+    if target is not None and len(cv_items) < 4:
         raise DataError(f"min_agreement/max_drop choose convs by 2-fold CV on the calibration images, which needs at "
-                        f"least 4 of them ({len(calib)} selected)")
-    if target is not None and target.max_drop is not None and not all(i.label >= 0 for i in calib):
-        unl = sum(1 for i in calib if i.label < 0)
-        raise DataError(f"max_drop needs a label on every calibration image ({unl} of {len(calib)} have none: the "
+                        f"least 4 of them ({len(cv_items)} found)")
+    if target is not None and target.max_drop is not None and not all(i.label >= 0 for i in cv_items):
+        unl = sum(1 for i in cv_items if i.label < 0)
+        raise DataError(f"max_drop needs a label on every calibration image ({unl} of {len(cv_items)} have none: the "
                         "CV measures the top-1 drop on them); give labelled images, or use min_agreement, which "
                         "needs none")
     labelled = bool(evals) and all(i.label >= 0 for i in evals)
@@ -271,10 +276,11 @@ def quantize(
     from .pipeline import calibrate_and_quantize
 
     model = SqueezeNet.from_params(model_arch, loaded.params)
-    calib_pixels = None
+    calib_pixels = cv_pixels = None
     if target is not None:  # decoded once for the CV and the calibration
-        calib_pixels = stages.run("read calibration images", lambda: _pixels(
-            calib, model_arch.preprocess, on_pass, "read calibration images"))
+        cv_pixels = stages.run("read calibration images", lambda: _pixels(
+            cv_items, model_arch.preprocess, on_pass, "read calibration images"))
+        calib_pixels = cv_pixels[chosen]
     qm, _, quantized_fp32 = stages.run("calibrate and quantize", lambda: calibrate_and_quantize(
         model, calib, options, labels=names, on_pass=on_pass,
         **({} if calib_pixels is None else {"pixels": calib_pixels})))
@@ -283,7 +289,7 @@ def quantize(
         from .quant.sensitivity import search_float_convs
 
         search = stages.run("choose float convs (CV)", lambda: search_float_convs(
-            model, calib, calib_pixels, options, target, sensitivity_images=sensitivity_images, on_pass=on_pass))
+            model, cv_items, cv_pixels, options, target, sensitivity_images=sensitivity_images, on_pass=on_pass))
     # calibrated in the weights' own channel order, then turned to the files' order: conv1's
     # input channels reversed, every other parameter the same (export/channels.py)
     from .export.channels import quantized_with_channel_order

@@ -372,6 +372,12 @@ def test_the_job_writes_files_with_the_chosen_float_convs_and_times_them(monkeyp
     doc = json.loads(r.report.read_text())
     assert doc["options"]["min_agreement"] == 50.0
     assert doc["mixed_precision"]["float_convs"] == ["fire3.expand3x3"] and len(doc["mixed_precision"]["latency"]) == 4
+    # the files are calibrated on calib_limit images; the CV runs on every calibration image
+    everything = seen["images"]
+    assert everything == r.calibration_images > 2
+    r2 = edgesqueeze.quantize(tmp_path / "own5.pth", tmp_path / "img", out=tmp_path / "e4", calib_dir=tmp_path / "c4",
+                              min_agreement=50, calib_limit=2, latency_runs=2, formats=("tflite",), **small)
+    assert r2.calibration_images == 2 and seen["images"] == everything
 
     base = ["quantize", "--weights", str(tmp_path / "own5.pth"), "--images", str(tmp_path / "img"),
             "--input-size", "64", "--resize", "72", "--verify-images", "4", "--sqnr-images", "0", "--quiet",
