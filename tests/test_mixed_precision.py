@@ -224,6 +224,19 @@ def test_greedy_stops_at_the_first_set_that_meets_the_target(monkeypatch, target
     json.dumps(d, allow_nan=False)
 
 
+def test_convs_are_ranked_by_sqnr_gain_before_agreement():
+    """One image of 32 is 3.1 pp of agreement: a conv that flips one image but barely moves the
+    logits ranks below one that brings them closer."""
+    from edgesqueeze.quant.sensitivity import LayerSensitivity, rank
+
+    flip = LayerSensitivity("fire9.squeeze", 30.1, 0.07, 100.0, 3.12)
+    closer = LayerSensitivity("conv10", 30.5, 0.52, 96.88, 0.0)
+    worse = LayerSensitivity("fire2.squeeze", 29.7, -0.29, 100.0, 3.12)
+    tie = LayerSensitivity("conv1", 30.1, 0.07, 100.0, 3.12)
+    got = rank([worse, flip, closer, tie], ["conv1", "fire2.squeeze", "fire9.squeeze", "conv10"])
+    assert [s.conv for s in got] == ["conv10", "conv1", "fire9.squeeze", "fire2.squeeze"]
+
+
 def test_an_impossible_target_is_refused_with_the_figures(monkeypatch):
     from edgesqueeze.pipeline import QuantizeOptions
     from edgesqueeze.quant.sensitivity import AccuracyTarget, TargetUnreachable, search_float_convs

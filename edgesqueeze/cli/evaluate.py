@@ -124,7 +124,7 @@ def _read_sensitivity(path) -> dict:
 def _print_sensitivity(path, mp: dict, format_table) -> None:
     before, after = mp.get("cv_before") or {}, mp.get("cv_after") or {}
     print(f"\nper-layer sensitivity from {path} (2-fold CV on the calibration split, "
-          f"{mp.get('sensitivity_images')} held-out images, one conv in float at a time; most gain first):")
+          f"{mp.get('sensitivity_images')} held-out images, one conv in float at a time; most SQNR gain first):")
     if mp["sensitivity"]:
         print(format_table(["conv", "agreement %", "agreement gain pp", "logit SQNR dB", "SQNR gain dB"],
                            [[r.get("conv"), r.get("agreement"), r.get("agreement_gain_pp"), _num(r.get("sqnr_db")),

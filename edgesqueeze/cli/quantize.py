@@ -141,7 +141,7 @@ def _print_mixed(m, format_table) -> None:
     print(format_table(["CV", "top-1 agreement %", "logit SQNR dB", "drop top-1 pp"], rows))
     if s.layers:
         print(f"per-layer sensitivity ({s.sensitivity_images} held-out images, one conv in float at a time; "
-              f"most gain first, top 8):")
+              f"most SQNR gain first, top 8):")
         print(format_table(["conv", "agreement gain pp", "SQNR gain dB"],
                            [[x.conv, x.agreement_gain, x.sqnr_gain_db] for x in s.layers[:8]]))
     if s.float_convs:
