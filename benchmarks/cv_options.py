@@ -215,15 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                "logit SQNR", "top-1 agreement", "vs the first row: gain [95 % CI], images closer"]
     table = [[r.description, str(r.calibration_images), f"{r.sqnr_db:.2f} dB", f"{r.agreement:.2f} %",
               compare(fp32, rows[0].logits, r.logits).cell() if k else "-"] for k, r in enumerate(rows)]
-    if args.markdown:
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "---|" * len(headers))
-        for t in table:
-            print("| " + " | ".join(t) + " |")
-    else:
-        from edgesqueeze.metrics import format_table
+    from edgesqueeze.metrics import format_table
 
-        print(format_table(headers, table))
+    print(format_table(headers, table, compact=args.markdown))
     return 0
 
 

@@ -226,13 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [[o, f"{a:.2f} dB", f"{s:.1f} %", f"{c:.2f} dB"] for o, a, s, c in rows]
     table += [["**every activation**", f"{every_tensor:.2f} dB", "", f"{every_channel:.2f} dB"],
               ["**int8 weights only** (activations float)", f"{weights:.2f} dB", "", ""]]
-    if args.markdown:
-        print("| " + " | ".join(headers) + " |")
-        print("|" + "---|" * len(headers))
-        for t in table:
-            print("| " + " | ".join(t) + " |")
-    else:
-        print(format_table(headers, table))
+    print(format_table(headers, table, compact=args.markdown))
     print(f"({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -69,14 +69,18 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * float(np.log10(p_sig / p_noise))
 
 
-def format_table(headers: list[str], rows: list[list], *, floatfmt: str = ".2f") -> str:
-    """A GitHub-markdown table."""
+def format_table(headers: list[str], rows: list[list], *, floatfmt: str = ".2f", compact: bool = False) -> str:
+    """A GitHub-markdown table, its columns padded to one width for a terminal; `compact`: unpadded,
+    as pasted into docs."""
     def cell(v) -> str:
         if isinstance(v, float):
             return "n/a" if np.isnan(v) else format(v, floatfmt)
         return str(v)
 
     body = [[cell(v) for v in r] for r in rows]
+    if compact:
+        return "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+                          *("| " + " | ".join(r) + " |" for r in body)])
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"

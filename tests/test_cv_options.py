@@ -56,3 +56,14 @@ def test_the_interval_is_reproducible_and_shapes_are_checked(cv):
     assert cv.compare(fp, a, b, seed=1) != cv.compare(fp, a, b, seed=2)
     with pytest.raises(ValueError, match="same >= 2 images"):
         cv.compare(fp, a, b[:10])
+
+
+def test_markdown_tables_are_compact_or_padded_with_the_same_cells():
+    from edgesqueeze.metrics import format_table
+
+    headers, rows = ["variant", "logit SQNR"], [["affine", "30.06 dB"], ["... no split", float("nan")]]
+    assert format_table(headers, rows, compact=True).splitlines() == [
+        "| variant | logit SQNR |", "|---|---|", "| affine | 30.06 dB |", "| ... no split | n/a |"]
+    padded = format_table(headers, rows).splitlines()
+    assert padded[0] == "| variant      | logit SQNR |" and padded[1] == "|--------------|------------|"
+    assert [c.strip() for c in padded[3].strip("|").split("|")] == ["... no split", "n/a"]
