@@ -254,7 +254,7 @@ def quantize(
     # the files are calibrated on `calib_limit` of the calibration images; the accuracy-aware
     # CV runs on all of them: it measures whole images, so twice the images halve its step
     cv_items = list(calib)
-    chosen = evenly_spaced(list(range(len(cv_items))), calib_limit) if calib_limit else list(range(len(cv_items)))
+    chosen = evenly_spaced(range(len(cv_items)), calib_limit or len(cv_items))
     calib = [cv_items[i] for i in chosen]
     evals = evals[:eval_limit] if eval_limit else evals
     if not calib:
@@ -280,7 +280,8 @@ def quantize(
     if target is not None:  # decoded once for the CV and the calibration
         cv_pixels = stages.run("read calibration images", lambda: _pixels(
             cv_items, model_arch.preprocess, on_pass, "read calibration images"))
-        calib_pixels = cv_pixels[chosen]
+        # a copy only when the files are calibrated on fewer images than the CV runs on
+        calib_pixels = cv_pixels if len(chosen) == len(cv_items) else cv_pixels[chosen]
     qm, _, quantized_fp32 = stages.run("calibrate and quantize", lambda: calibrate_and_quantize(
         model, calib, options, labels=names, on_pass=on_pass,
         **({} if calib_pixels is None else {"pixels": calib_pixels})))
