@@ -59,7 +59,7 @@ import camera_overhead  # noqa: E402
 import onnx_latency  # noqa: E402
 import tflite_latency  # noqa: E402
 from edgesqueeze.sysinfo import cpu_clock_ghz, cpu_count, cpu_flags, cpu_model, usable_cores  # noqa: E402
-from timing import interleaved_ms  # noqa: E402
+from edgesqueeze.timing import DISCARD, SETTLE_S, interleaved_ms  # noqa: E402
 
 FP32_ONNX = "FP32 ONNX"
 FP32_TFLITE = "FP32 TFLite"
@@ -468,7 +468,7 @@ def render_markdown(results: dict) -> str:
         "output step where the output is quantized)",
         f"- latency: batch 1, one image; {s['runs']}+ timed runs per row and thread count after {s['warmup']} "
         f"warm-up, all {len(MODELS) * len(THREADS)} (file, threads) runners interleaved in rotating rounds of "
-        f"{s['per_round']}; speed-up = FP32 ONNX median / this median at the same thread count",
+        f"{s['per_round']}, each block after a {SETTLE_S} s pause and {DISCARD} untimed run; speed-up = FP32 ONNX median / this median at the same thread count",
         "",
         model_table(results),
         "",

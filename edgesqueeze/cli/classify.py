@@ -120,11 +120,13 @@ def _bench_image():
 def cmd_bench(args) -> int:
     """Inference time of each model file at each thread count, measured side by side."""
     import os
+    import time
 
     import numpy as np
 
     from ..metrics import format_table
     from ..runtime import Classifier
+    from ..timing import SETTLE_S
 
     threads = list(dict.fromkeys(args.threads or [1, usable_cores()]))  # as Classifier.load's default
     models = [Path(m) for m in args.models]
@@ -134,10 +136,11 @@ def cmd_bench(args) -> int:
     for (_, _, clf), x in zip(runs, pixels):  # warm-up, each model in turn
         for _ in range(args.warmup):
             clf.logits(x)
-    # Rounds: each row runs one untimed inference (caches and thread pools warm again after the
-    # switch), then a block of timed ones; the order rotates every round. Slow drift (other load,
-    # a board's thermal throttling) then hits every row alike, and each block is timed as a
-    # camera loop runs: the same model back to back.
+    # Rounds: each row waits timing.SETTLE_S (the previous row's onnxruntime threads stop
+    # spinning: timing.py says what they cost the next row), runs one untimed inference (caches
+    # and its own thread pool warm again after the switch), then a block of timed ones; the order
+    # rotates every round. Slow drift (other load, a board's thermal throttling) then hits every
+    # row alike, and each block is timed as a camera loop runs: the same model back to back.
     block = min(10, max(1, args.runs // 10))
     times: list[list[float]] = [[] for _ in runs]
     order = list(range(len(runs)))
@@ -147,6 +150,7 @@ def cmd_bench(args) -> int:
         n = min(block, args.runs - len(times[0]))
         for i in order[k:] + order[:k]:
             clf = runs[i][2]
+            time.sleep(SETTLE_S)
             clf.logits(pixels[i])
             for _ in range(n):
                 clf.logits(pixels[i])
@@ -164,7 +168,8 @@ def cmd_bench(args) -> int:
           f"numpy {np.__version__}; "
           + ", ".join(f"{b} {v}" for b, v in versions.items()))
     print(f"input: {image if image else 'synthetic 400x300 image'}; {args.runs} timed runs per row after "
-          f"{args.warmup} warm-up, rows interleaved in rounds of {block}; threads: {', '.join(map(str, threads))}")
+          f"{args.warmup} warm-up, rows interleaved in rounds of {block} (each after a {SETTLE_S} s pause and one "
+          f"untimed run); threads: {', '.join(map(str, threads))}")
     rows, report = [], []
     for (m, t, clf), ts in zip(runs, times):
         a = np.asarray(ts)
