@@ -6,15 +6,16 @@ are what can be trusted.
 
 Each runner's block of calls starts after a pause (`settle_s`) and one untimed call (`discard`).
 The reason is the runner before it: onnxruntime's intra-op thread pool keeps its worker threads
-spinning after a run (session.intra_op.allow_spinning, on by default) for tens of milliseconds,
-so on 2 cores the next runner shares the machine with a busy loop. Measured (AMD EPYC, 2 cores,
-the INT8 files of SqueezeNet v1.0, 2-thread sessions): a 2-thread onnxruntime session paced at
-15 frames per second used 77 ms of CPU per 67 ms frame against 24 ms back to back; timed
-straight after 2-thread onnxruntime sessions, a 2-thread LiteRT file took 21.5 ms against
-19.4 ms with those sessions set to stop spinning, and the ratio of two onnxruntime files at
-2 threads read 1.054-1.062 in three runs without the pause and 1.010-1.034 with it. The
-untimed call takes the cost of waking the runner's own sleeping threads, which a runner called
-back to back does not pay.
+spinning after a run (session.intra_op.allow_spinning, on by default), so on 2 cores the next
+runner shares the machine with a busy loop. Measured (AMD EPYC, 2 cores, the INT8 files of
+SqueezeNet v1.0): a 2-thread onnxruntime session paced at 15 frames per second used 77 ms of CPU
+per 67 ms frame, against 24 ms per run back to back, so its pool spins for more than 50 ms after
+a run. Timed straight after 2-thread onnxruntime sessions, a 2-thread LiteRT file took 21.5 ms,
+against 19.4 ms when those sessions were set to stop spinning and 19.5-19.6 ms with the 0.1 s
+pause. The 2-thread ratio of two onnxruntime files (with and without range splitting) read
+1.054-1.062 in three runs without the pause and 1.027 and 1.037 in two runs with it. The
+untimed call pays for waking the runner's own sleeping threads, which a runner called back to
+back does not.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Hashable
 
-SETTLE_S = 0.1  # longer than the spinning measured after an onnxruntime run (module doc)
+SETTLE_S = 0.1  # seconds: enough for the spinning measured after an onnxruntime run (module doc)
 DISCARD = 1  # untimed calls after the pause: the runner's own threads wake up
 
 

@@ -50,9 +50,9 @@ from ..errors import OptionError
 Params = dict[str, tuple[np.ndarray, np.ndarray]]
 PIECES_RANGE = (2, 4)  # more pieces: at most 1/16 of the noise for up to 3 extra channels per channel
 # docs/quantization.md, "Range splitting": for affine a third piece adds 0.35 dB on the 2-fold CV
-# (closer on 63 % of the images) but 7.5 % more MACs, 4-6 % more latency at 1 thread, over the 3 %
-# budget; for ristretto it buys nothing (29.93-29.95 against 29.93 dB): a power-of-two T for
-# max / 3 is often the one for max / 2, the same bracket
+# (closer on 63 % of the images) but 7.5 % more MACs, 3.6-5.6 % more latency at 1 thread, over the
+# 3 % budget (two pieces: 2-4 %); for ristretto it buys nothing (29.93-29.95 against 29.93 dB):
+# a power-of-two T for max / 3 is often the one for max / 2, the same bracket
 DEFAULT_RANGE_PIECES = 2
 
 
