@@ -39,8 +39,9 @@ class Latency:
 
 def latency_cost(qm, files, onnx_target, runs: int, on_pass: OnPass | None) -> tuple[Latency, ...]:
     """Each written INT8 file against the same model all-integer (built in memory, not written),
-    batch 1, at 1 and 2 threads: interleaved rounds (the order rotates, so both see the same
-    background load), medians."""
+    batch 1, at 1 and 2 threads: interleaved rounds (timing.interleaved_ms: the order rotates, so
+    both see the same background load, and each block starts after a pause, so neither runs
+    beside the other's still-spinning thread pool), medians."""
     from dataclasses import replace
 
     from .sysinfo import cpu_model
