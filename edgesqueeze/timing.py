@@ -13,7 +13,7 @@ per 67 ms frame, against 24 ms per run back to back, so its pool spins for more 
 a run. Timed straight after 2-thread onnxruntime sessions, a 2-thread LiteRT file took 21.5 ms,
 against 19.4 ms when those sessions were set to stop spinning and 19.5-19.6 ms with the 0.1 s
 pause. The 2-thread ratio of two onnxruntime files (with and without range splitting) read
-1.054-1.062 in three runs without the pause and 1.027 and 1.037 in two runs with it. The
+1.054-1.062 in three of four runs without the pause and 1.027 and 1.037 in two runs with it. The
 untimed call pays for waking the runner's own sleeping threads, which a runner called back to
 back does not.
 """
