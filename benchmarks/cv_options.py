@@ -86,6 +86,15 @@ VARIANTS: dict[str, tuple[str, dict, float]] = {
     "affine-reconstruct-rounding": ("... with block reconstruction learning the rounding too (300 steps)",
                                     dict(reconstruction=True, reconstruction_iterations=300,
                                          reconstruction_rounding=True), 1.0),
+    "affine-reconstruct-rounding-only": ("... with block reconstruction learning the weight rounding alone "
+                                        "(calibration's steps kept, range split on; 300 steps)",
+                                        dict(reconstruction=True, reconstruction_iterations=300,
+                                             reconstruction_rounding=True, reconstruction_steps=False), 1.0),
+    "affine-no-split-reconstruct-rounding-only": ("... without range splitting, with block reconstruction learning "
+                                                  "the weight rounding alone (300 steps)",
+                                                  dict(range_split=(), reconstruction=True,
+                                                       reconstruction_iterations=300, reconstruction_rounding=True,
+                                                       reconstruction_steps=False), 1.0),
     "ristretto-reconstruct": ("ristretto default with block reconstruction (power-of-two steps, 100 steps)",
                               dict(scheme="ristretto", reconstruction=True, reconstruction_iterations=100), 1.0),
 }

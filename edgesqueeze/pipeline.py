@@ -91,6 +91,7 @@ class QuantizeOptions:
     reconstruction: bool = False  # quant/reconstruct.py: activation steps (and rounding) learned per block
     reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS  # Adam steps per block
     reconstruction_rounding: bool = False  # reconstruction also learns the weight rounding (AdaRound)
+    reconstruction_steps: bool = True  # reconstruction learns the activation step sizes (False: rounding only)
     range_search: bool = False  # quant/range_search.py: activation ranges shrunk where the logits gain
     equalize_per_layer: bool = False  # quant/eq_search.py: alpha per pair from EQ_ALPHAS (not `equalize`)
     unsigned_activations: bool = False  # ristretto: never-negative tensors without a sign bit
@@ -104,8 +105,8 @@ class QuantizeOptions:
              equalize: float | None = None, empirical_bias_correction: bool | None = None,
              weight_bits: int = 8, adaptive_rounding: bool = True, reconstruction: bool = False,
              reconstruction_iterations: int = RECONSTRUCTION_ITERATIONS,
-             reconstruction_rounding: bool = False, range_search: bool = False,
-             equalize_per_layer: bool = False, unsigned_activations: bool | None = None,
+             reconstruction_rounding: bool = False, reconstruction_steps: bool = True,
+             range_search: bool = False, equalize_per_layer: bool = False, unsigned_activations: bool | None = None,
              per_channel_weights: bool | None = None,
              range_split: Sequence[str] | None = None,
              range_pieces: int | None = None) -> "QuantizeOptions":
@@ -131,7 +132,9 @@ class QuantizeOptions:
         block (conv1, each Fire module, conv10) fed its real quantized input learns its
         activation step sizes against the FP32 block output, `reconstruction_iterations` Adam
         steps per block; `reconstruction_rounding` also learns each weight's rounding
-        (quant/reconstruct.py). Empirical bias correction, when on, runs after it.
+        (quant/reconstruct.py); `reconstruction_steps=False` keeps calibration's steps, so only
+        the rounding is learned (with `reconstruction_rounding`; the one form that combines with
+        a range split). Empirical bias correction, when on, runs after it.
         `range_search` (off): after calibration, each activation range is shrunk by the factor
         that raises the logit SQNR against FP32 on the calibration images (at most
         range_search.DEFAULT_SEARCH_IMAGES; quant/range_search.py). `equalize_per_layer` (off): each equalization pair takes the
@@ -143,24 +146,29 @@ class QuantizeOptions:
         as published: signed activations, one weight scale per layer.
         `range_split`: Fire squeeze outputs carried in `range_pieces` (2..4) pieces of an equal
         share of the range each, for 1/pieces^2 of their rounding noise at the cost of up to
-        pieces - 1 extra channels per channel (quant/range_split.py); not with reconstruction.
-        Default (None): DEFAULT_RANGE_SPLIT without reconstruction (docs/quantization.md, "Range
-        splitting"), else none; () turns it off. `range_pieces` None: DEFAULT_RANGE_PIECES."""
+        pieces - 1 extra channels per channel (quant/range_split.py); not with reconstruction
+        that learns step sizes. Default (None): DEFAULT_RANGE_SPLIT (docs/quantization.md, "Range
+        splitting") unless reconstruction learns step sizes, then none; () turns it off. `range_pieces` None: DEFAULT_RANGE_PIECES."""
         scheme = parse_enum(Scheme, scheme, "scheme")
         ristretto = scheme is Scheme.RISTRETTO
         for opt, value in (("unsigned_activations", unsigned_activations), ("per_channel_weights", per_channel_weights)):
             if not ristretto and value is not None:
                 raise OptionError(f"{opt}={value!r} is an option of the ristretto scheme; leave it unset for "
                                   "affine (its activations use all 256 levels and its weights are per channel)")
+        learns_steps = bool(reconstruction) and bool(reconstruction_steps)
+        if reconstruction and not reconstruction_steps and not reconstruction_rounding:
+            raise OptionError("reconstruction with reconstruction_steps=False and reconstruction_rounding=False has "
+                              "nothing to learn; set reconstruction_rounding=True (the rounding alone is learned)")
         if range_split is None:
-            range_split = () if reconstruction else DEFAULT_RANGE_SPLIT
+            range_split = () if learns_steps else DEFAULT_RANGE_SPLIT
         if isinstance(range_split, str) or not all(isinstance(t, str) for t in range_split):
             raise OptionError(f"range_split={range_split!r} must be a sequence of tensor names, e.g. "
                               "('fire2.squeeze',)")
         range_split = tuple(dict.fromkeys(range_split))
-        if range_split and reconstruction:
-            raise OptionError(f"range_split={range_split!r} cannot be combined with reconstruction: the split "
-                              "tensor's grid must end exactly at its clamp, which learned steps cannot keep; "
+        if range_split and learns_steps:
+            raise OptionError(f"range_split={range_split!r} cannot be combined with reconstruction that learns step "
+                              "sizes: the split tensor's grid must end exactly at its clamp, which learned steps "
+                              "cannot keep; set reconstruction_steps=False (the rounding alone is learned), or "
                               "drop range_split or reconstruction")
         unsigned_activations = ristretto if unsigned_activations is None else bool(unsigned_activations)
         per_channel_weights = ristretto if per_channel_weights is None else bool(per_channel_weights)
@@ -181,7 +189,8 @@ class QuantizeOptions:
                    bool(empirical_bias_correction), weight_bits=check_weight_bits(weight_bits),
                    adaptive_rounding=bool(adaptive_rounding), reconstruction=bool(reconstruction),
                    reconstruction_iterations=reconstruction_iterations,
-                   reconstruction_rounding=bool(reconstruction_rounding), range_search=bool(range_search),
+                   reconstruction_rounding=bool(reconstruction_rounding),
+                   reconstruction_steps=bool(reconstruction_steps), range_search=bool(range_search),
                    equalize_per_layer=bool(equalize_per_layer), unsigned_activations=unsigned_activations,
                    per_channel_weights=per_channel_weights, range_split=range_split,
                    range_pieces=check_pieces(DEFAULT_RANGE_PIECES if range_pieces is None else range_pieces))
@@ -360,9 +369,11 @@ def calibrate_and_quantize(model, items: Sequence[LabelledImage], options: Quant
             on_pass(PASS_RECONSTRUCTION, 0, count)
         blocks_done = on_pass and (lambda done, total: on_pass(PASS_RECONSTRUCTION, done * count // total, count))
         qm, report = reconstruct(qm, model, pixels, iterations=options.reconstruction_iterations,
-                                 learn_rounding=options.reconstruction_rounding, progress=blocks_done or None)
+                                 learn_rounding=options.reconstruction_rounding,
+                                 learn_steps=options.reconstruction_steps, progress=blocks_done or None)
         qm = replace(qm, calibration={**qm.calibration, "reconstruction": {
             "iterations": options.reconstruction_iterations, "rounding": options.reconstruction_rounding,
+            "steps": options.reconstruction_steps,
             "block_sqnr_db": {k: round(v[-1], 2) for k, v in report.items()}}})
 
     def with_empirical_correction(qm):

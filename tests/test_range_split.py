@@ -252,8 +252,12 @@ def test_options_are_checked(tiny):
     assert QuantizeOptions.make().range_split == (TENSOR,)  # the affine default
     assert QuantizeOptions.make(scheme="ristretto").range_split == (TENSOR,)
     assert QuantizeOptions.make(reconstruction=True).range_split == ()
-    with pytest.raises(OptionError, match="cannot be combined with reconstruction"):
+    with pytest.raises(OptionError, match="cannot be combined with reconstruction that learns step sizes"):
         QuantizeOptions.make(reconstruction=True, range_split=[TENSOR])
+    rounding_only = QuantizeOptions.make(reconstruction=True, reconstruction_rounding=True, reconstruction_steps=False)
+    assert rounding_only.range_split == (TENSOR,)  # calibration's grids kept: the split stays
+    with pytest.raises(OptionError, match="nothing to learn"):
+        QuantizeOptions.make(reconstruction=True, reconstruction_steps=False)
     with pytest.raises(OptionError, match="sequence of tensor names"):
         QuantizeOptions.make(range_split=TENSOR)
     for bad in (1, 5, 2.5, True, "3"):

@@ -23,6 +23,7 @@ def _calibrated(scheme: str, n: int = 12, **kw):
     from test_pipeline_options import _tiny
 
     model, items, pixels = _tiny(n=n)
+    kw.setdefault("range_split", ())  # learned steps cannot keep a split tensor's grid (its own test below)
     options = QuantizeOptions.make(scheme=scheme, empirical_bias_correction=False, **kw)
     qm, _, fp32 = calibrate_and_quantize(model, items, options, pixels=pixels)
     return qm, fp32, pixels
@@ -122,3 +123,58 @@ def test_pipeline_option_runs_and_is_checked():
                                       pixels=pixels, on_pass=lambda name, done, total: names.append((name, done)))
     assert (PASS_RECONSTRUCTION, 6) in names and names.index((PASS_RECONSTRUCTION, 0)) < len(names) - 1
     assert qm.calibration["reconstruction"]["iterations"] == 2 and qm.calibration["empirical_bias_correction"]
+
+
+def test_rounding_only_on_a_range_split_model_keeps_every_grid():
+    """learn_steps=False: calibration's tensor parameters stay (the split tensor's grid still ends
+    at its clamp), the rounding is learned, and the FP32 target clamps the split squeeze as the
+    model does: with an unclamped target, calibration's own Fire block would start far from it."""
+    from edgesqueeze.quant.reconstruct import reconstruct
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    qm, fp32, pixels = _calibrated("affine", range_split=("fire2.squeeze",))
+    clip = next(f.squeeze_clip for f in qm.arch.fires if f.name == "fire2")
+    assert clip > 0 and math.isclose(qm.tensors["fire2.squeeze"].scale * 255, clip, rel_tol=1e-6)
+    with pytest.raises(OptionError, match="range-split.*learn_steps=False"):
+        reconstruct(qm, fp32, pixels, iterations=2, batch_size=4)
+    with pytest.raises(OptionError, match="nothing to learn"):
+        reconstruct(qm, fp32, pixels, iterations=2, learn_rounding=False, learn_steps=False)
+    out, report = reconstruct(qm, fp32, pixels, iterations=ITERATIONS, batch_size=8, learn_rounding=True,
+                              learn_steps=False, measure_start=True)
+    assert out.tensors == qm.tensors
+    assert sum(int((c.weight != qm.convs[n].weight).sum()) for n, c in out.convs.items()) > 0
+    start, end = report["fire2"]
+    assert start > 15.0, report  # the split block against its clamped FP32 output
+    assert end > start - 0.5, report
+    assert np.isfinite(run_int8(out, pixels).logits).all()
+
+
+def test_fp32_target_of_a_split_fire_block_is_the_model_output():
+    """The FP32 side of a range-split Fire block clamps its squeeze at T as the split model
+    does; unclamped, the expand convs would read y + (y - T) where y > T."""
+    from edgesqueeze.data import normalize
+    from edgesqueeze.quant.reconstruct import _Conv, _forward, blocks
+
+    qm, fp32, pixels = _calibrated("affine", n=8, range_split=("fire2.squeeze",))
+    clip = next(f.squeeze_clip for f in qm.arch.fires if f.name == "fire2")
+    seen = []
+    fp32.eval()
+    with torch.no_grad():
+        fp32(torch.from_numpy(normalize(pixels, fp32.arch.preprocess)), tap=lambda n, t: seen.append((n, t)))
+    names = [n for n, _ in seen]
+    x, want = seen[names.index("fire2.squeeze") - 1][1], dict(seen)["fire2.concat"]
+    assert float(dict(seen)["fire2.squeeze"].max()) == pytest.approx(clip)  # the clamp is reached
+    blk = next(b for b in blocks(qm) if b.name == "fire2")
+    params = fp32.numpy_params()
+
+    def target(clamped: bool):
+        convs = {}
+        for name in blk.convs:
+            w, b = (np.asarray(a, np.float64) for a in params[name])
+            convs[name] = _Conv(torch, w, b, qm.convs[name].weight_scale, 127, qm.convs[name].spec)
+            convs[name].clip = clip if clamped and name == "fire2.squeeze" else 0.0
+        with torch.no_grad():
+            return _forward(torch, blk, x, convs, None, 255, fp=True)
+
+    torch.testing.assert_close(target(True), want, rtol=1e-4, atol=1e-4)
+    assert float((target(False) - want).abs().max()) > 1e-2  # what the clamp is there for

@@ -76,7 +76,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..graph import INPUT, OpKind, lower
-from .params import QConv, QParams, QuantizedModel, Scheme, validate
+from .params import QConv, QuantizedModel, Scheme, validate
 from .quantize import fold_input_normalization, model_qparams_rule, parameter_owners, weight_qmax
 
 DEFAULT_ITERATIONS = 100
@@ -132,6 +132,7 @@ class _Conv:
 
     def __init__(self, torch, w: np.ndarray, b: np.ndarray, ws: np.ndarray, qmax: int, spec):
         self.spec = spec
+        self.clip = 0.0  # > 0: a range-split squeeze's clamp T (FireSpec.squeeze_clip), set by reconstruct
         r = w / ws.astype(np.float64)[:, None, None, None]
         floor = np.floor(r)
         frac = r - floor
@@ -201,7 +202,9 @@ def _forward(torch, block: Block, x, convs: dict, steps: dict | None, levels: in
             w, b = c.weight(torch), c.bias
             if c.mean is not None:  # bias correction of the soft weights (module doc)
                 b = b - (w - c.fp_weight).sum((2, 3)) @ c.mean
-        return F.relu(F.conv2d(inp, w, b, stride=c.spec.stride, padding=c.spec.pad))
+        y = F.relu(F.conv2d(inp, w, b, stride=c.spec.stride, padding=c.spec.pad))
+        # a range-split squeeze's float output is clamped at T (its int8 grid saturates there)
+        return torch.clamp(y, max=c.clip) if fp and c.clip else y
 
     def q(name, y):
         return y if fp else _fake_quant(torch, y, steps[name].value(torch), levels)
@@ -215,13 +218,16 @@ def _forward(torch, block: Block, x, convs: dict, steps: dict | None, levels: in
 
 def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: int = DEFAULT_ITERATIONS,
                 batch_size: int = DEFAULT_BATCH, seed: int = 0, learn_rounding: bool = False,
-                crop: int = DEFAULT_CROP, measure_start: bool = False,
+                learn_steps: bool = True, crop: int = DEFAULT_CROP, measure_start: bool = False,
                 progress: Progress | None = None) -> tuple[QuantizedModel, dict]:
     """(reconstructed QuantizedModel, report). `qm`: the model calibration made from `model`
     (after equalization: the equalized FP32 SqueezeNet), its tensor scales and weight scales
     the starting point; `pixels`: uint8 (N, S, S, 3) calibration pixels (never evaluation
     images). report: {block: [SQNR dB of the block output against FP32 at the end]} on all
-    `pixels`, each block fed the quantized output of the blocks before it; `measure_start`
+    `pixels`, each block fed the quantized output of the blocks before it. `learn_steps=False`
+    keeps every tensor's quantization parameters as calibration chose them (only the rounding is
+    learned): what a range-split model needs, whose split tensor's grid must end at its clamp
+    (FireSpec.squeeze_clip, which the FP32 target applies). `measure_start`
     puts the SQNR of calibration's block (its weights and steps, on the same input) first.
     `progress(blocks done, blocks)` after each block. Memory: the FP32 and quantized inputs of
     one block for all images (float32; about 230 MB for fire3 at 97 images of v1.0)."""
@@ -230,6 +236,13 @@ def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: in
     if int(iterations) < 1 or int(batch_size) < 1:
         raise OptionError(f"reconstruction iterations={iterations} and batch_size={batch_size} must be at least 1")
     iterations, batch_size = int(iterations), int(batch_size)
+    if not learn_rounding and not learn_steps:
+        raise OptionError("reconstruction with learn_rounding=False and learn_steps=False has nothing to learn; "
+                          "turn one of them on")
+    clips = {f"{f.name}.squeeze": f.squeeze_clip for f in qm.arch.fires if f.squeeze_clip}
+    if clips and learn_steps:
+        raise OptionError(f"{', '.join(clips)} is range-split: its grid must end exactly at its clamp, which "
+                          "learned steps cannot keep; use learn_steps=False (the rounding alone is learned)")
     pixels = np.asarray(pixels)
     if pixels.ndim != 4 or pixels.dtype != np.uint8 or len(pixels) == 0:
         raise OptionError(f"reconstruction takes uint8 calibration pixels (N, S, S, 3), got {pixels.dtype}{pixels.shape}")
@@ -251,6 +264,7 @@ def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: in
             if name == arch.conv1.name:  # the quantized conv1 reads raw pixels (quantize.py)
                 w, b = fold_input_normalization(arch, w, b)
             c = _Conv(torch, w, b, qm.convs[name].weight_scale, qmax, qm.convs[name].spec)
+            c.clip = clips.get(name, 0.0)
             if not learn_rounding:  # calibration's integers and its (bias-corrected) bias are kept
                 old = qm.convs[name]
                 c.hard = torch.from_numpy(old.weight.transpose(0, 3, 1, 2).astype(np.float32))
@@ -278,7 +292,7 @@ def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: in
             for c, h in zip(own, kept):
                 c.hard = h
         opt = torch.optim.Adam([{"params": [c.v for c in own] if learn_rounding else [], "lr": LR_ROUNDING},
-                                {"params": [s.t for s in steps.values()], "lr": LR_SCALE}])
+                                {"params": [s.t for s in steps.values()] if learn_steps else [], "lr": LR_SCALE}])
         warm, hard_at = int(WARMUP * iterations), int(HARD_AT * iterations)
         # conv10 (the last block) is fitted on its spatial average, the others on a random
         # window (module doc, "Schedule")
@@ -318,7 +332,7 @@ def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: in
             new_ranges[t] = (0.0, levels * float(s.value(torch).detach()))
         if progress is not None:
             progress(k + 1, len(plan))
-    return _quantized_model(qm, convs, new_ranges), report
+    return _quantized_model(qm, convs, new_ranges if learn_steps else None), report
 
 
 def _input_means(torch, blk: Block, x_fp, convs: dict, chunk: int) -> None:
@@ -333,6 +347,8 @@ def _input_means(torch, blk: Block, x_fp, convs: dict, chunk: int) -> None:
             total = 0
             for i in range(0, len(x_fp), chunk):
                 y = F.relu(F.conv2d(x_fp[i:i + chunk], first.fp_weight, first.fp_bias))
+                if first.clip:  # a range-split squeeze (FireSpec.squeeze_clip)
+                    y = torch.clamp(y, max=first.clip)
                 total = total + y.sum((0, 2, 3), dtype=torch.float64)
             mean = (total / (len(x_fp) * y.shape[2] * y.shape[3])).float()
             for name in blk.convs[1:]:
@@ -376,13 +392,17 @@ def _pass(torch, blk: Block, x_fp, codes, step_in: float, convs, steps, levels: 
     return (db, torch.cat(fps), torch.cat(qs), s_out) if keep else (db, power / size or 1.0)
 
 
-def _quantized_model(qm: QuantizedModel, convs: dict, ranges: dict) -> QuantizedModel:
+def _quantized_model(qm: QuantizedModel, convs: dict, ranges: dict | None) -> QuantizedModel:
     """qm with the learned ranges, int weights and biases (module doc: the scheme's own rule
-    for the parameters, concat inputs sharing the concat's, pools their input's)."""
-    make = model_qparams_rule(qm)
-    tensors: dict[str, QParams] = {INPUT: qm.tensors[INPUT]}
-    for name, owner in parameter_owners(lower(qm.arch)).items():
-        tensors[name] = make(*ranges[owner])
+    for the parameters, concat inputs sharing the concat's, pools their input's); `ranges`
+    None: calibration's tensor parameters, unchanged."""
+    if ranges is None:
+        tensors = dict(qm.tensors)
+    else:
+        make = model_qparams_rule(qm)
+        tensors = {INPUT: qm.tensors[INPUT]}
+        for name, owner in parameter_owners(lower(qm.arch)).items():
+            tensors[name] = make(*ranges[owner])
     new = {}
     for name, c in convs.items():
         old = qm.convs[name]
@@ -399,7 +419,7 @@ def _quantized_model(qm: QuantizedModel, convs: dict, ranges: dict) -> Quantized
         new[name] = QConv(name, old.spec, np.ascontiguousarray(weight), old.weight_scale,
                           bias.astype(np.int32), old.input, old.output)
     info = {**qm.calibration, "ranges": {**qm.calibration.get("ranges", {}),
-                                         **{n: list(r) for n, r in ranges.items()}}}
+                                         **{n: list(r) for n, r in (ranges or {}).items()}}}
     out = replace(qm, tensors=tensors, convs=new, calibration=info)
     validate(out)
     return out
