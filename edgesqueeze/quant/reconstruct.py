@@ -56,12 +56,19 @@ not a rounding of it. conv10's loss is on its spatial average, the logits (the h
 rounding noise averages out there, clipping does not).
 
 Measured (benchmarks/cv_options.py, 2-fold CV on the calibration split of the released v1.0,
-97 images per fold): with 100 steps per block, steps only, the logit SQNR is 28.13 dB against
-28.42 dB for the same options without it (top-1 agreement 96.91 % both), and calibration took
-about 15 min longer per fold (2 cores shared with other work, load average 5-7). Min/max steps
-already sit near a local optimum of each block's error (on the tiny test model the learned
-steps gain a few tenths of a dB on conv1's output and next to nothing after it), so
-reconstruction stays off by default.
+97 images per fold; docs/quantization.md has the rows):
+- steps only, 100 steps per block, without range splitting: 28.13 dB against 28.42 dB without
+  reconstruction (top-1 agreement 96.91 % both);
+- steps and rounding, 300 steps, without range splitting: 27.73 dB. The logits came closer on
+  77 % of the images, but a few images went much further (paired bootstrap interval of the
+  pooled change [-2.12, +1.52] dB). Learned steps can clip; with calibration's steps kept, the
+  same rounding search gains (next line);
+- the rounding alone (`learn_steps=False`), 300 steps: +1.04 dB without range splitting (29.45
+  dB, paired bootstrap interval [+0.70, +1.49]), +0.30 dB with it (30.36 dB, [+0.07, +0.67]).
+  It costs about 7-8 minutes per calibration of 97 images on 2 cores (841 and 967 s for both
+  folds, against 64 and 58 s without it), so reconstruction stays off by default.
+`learn_steps=False` keeps every tensor's parameters as calibration chose them, so it also runs
+on a range-split model: the split squeeze's FP32 target is clamped at T as the model is.
 
 Limits: archs without bypass (every conv followed by its ReLU, as v1.0 and v1.1 are).
 """
