@@ -229,8 +229,8 @@ def main(argv=None) -> int:
                + ", ".join(f"{k} +{n / 1e6:.2f} M" for k, n in extra[v].items()) for v, rec in records.items()),
              f"latency: batch 1, {stats[next(iter(stats))]['runs']} timed runs per (file, threads) after {s.warmup} "
              f"warm-up, all {len(runners)} runners interleaved in rotating rounds of {s.per_round}, each block after a "
-             f"{SETTLE_S} s pause and {DISCARD} untimed run; onnxruntime CPU EP (ORT_ENABLE_ALL), LiteRT (XNNPACK)" + ("; --quick: a smoke run, numbers not meaningful"
-                                                        if args.quick else ""),
+             f"{SETTLE_S} s pause and {DISCARD} untimed run; onnxruntime CPU EP (ORT_ENABLE_ALL), LiteRT (XNNPACK)"
+             + ("; --quick: a smoke run, numbers not meaningful" if args.quick else ""),
              "p90 ms (1 / 2 threads): " + "; ".join(f"{r} {v} " + " / ".join(f"{stats[(r, v, t)]['p90_ms']:.2f}"
                                                                           for t in THREADS)
                                                     for r in RUNTIMES for v in macs),

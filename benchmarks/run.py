@@ -468,7 +468,8 @@ def render_markdown(results: dict) -> str:
         "output step where the output is quantized)",
         f"- latency: batch 1, one image; {s['runs']}+ timed runs per row and thread count after {s['warmup']} "
         f"warm-up, all {len(MODELS) * len(THREADS)} (file, threads) runners interleaved in rotating rounds of "
-        f"{s['per_round']}, each block after a {SETTLE_S} s pause and {DISCARD} untimed run; speed-up = FP32 ONNX median / this median at the same thread count",
+        f"{s['per_round']}, each block after a {SETTLE_S} s pause and {DISCARD} untimed run; speed-up = FP32 ONNX "
+        "median / this median at the same thread count",
         "",
         model_table(results),
         "",

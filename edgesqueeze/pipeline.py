@@ -148,7 +148,8 @@ class QuantizeOptions:
         share of the range each, for 1/pieces^2 of their rounding noise at the cost of up to
         pieces - 1 extra channels per channel (quant/range_split.py); not with reconstruction
         that learns step sizes. Default (None): DEFAULT_RANGE_SPLIT (docs/quantization.md, "Range
-        splitting") unless reconstruction learns step sizes, then none; () turns it off. `range_pieces` None: DEFAULT_RANGE_PIECES."""
+        splitting") unless reconstruction learns step sizes, then none; () turns it off.
+        `range_pieces` None: DEFAULT_RANGE_PIECES."""
         scheme = parse_enum(Scheme, scheme, "scheme")
         ristretto = scheme is Scheme.RISTRETTO
         for opt, value in (("unsigned_activations", unsigned_activations), ("per_channel_weights", per_channel_weights)):

@@ -86,6 +86,7 @@ from ..errors import OptionError
 from ..graph import INPUT, OpKind, lower
 from .params import QConv, QuantizedModel, Scheme, validate
 from .quantize import fold_input_normalization, model_qparams_rule, parameter_owners, weight_qmax
+from .range_split import clamped
 
 DEFAULT_ITERATIONS = 100
 DEFAULT_BATCH = 16
@@ -169,6 +170,11 @@ class _Conv:
             self.hard = torch.clamp(self.floor + torch.where(self.fixed, 0.0, (self.h(torch) >= 0.5).float()),
                                     -self.qmax, self.qmax)
 
+    def clamp_fp(self, torch, y):
+        """The FP32 output y (after its ReLU) as the model computes it: a range-split squeeze's
+        clamped at T (arch.FireSpec.squeeze_clip), any other unchanged."""
+        return torch.clamp(y, max=self.clip) if self.clip else y
+
     def regulariser(self, torch, beta: float):
         h = self.h(torch)[~self.fixed]
         return (1 - torch.abs(2 * h - 1) ** beta).sum(), h.numel()
@@ -211,8 +217,7 @@ def _forward(torch, block: Block, x, convs: dict, steps: dict | None, levels: in
             if c.mean is not None:  # bias correction of the soft weights (module doc)
                 b = b - (w - c.fp_weight).sum((2, 3)) @ c.mean
         y = F.relu(F.conv2d(inp, w, b, stride=c.spec.stride, padding=c.spec.pad))
-        # a range-split squeeze's float output is clamped at T (its int8 grid saturates there)
-        return torch.clamp(y, max=c.clip) if fp and c.clip else y
+        return c.clamp_fp(torch, y) if fp else y  # quantized: the int8 grid saturates at T itself
 
     def q(name, y):
         return y if fp else _fake_quant(torch, y, steps[name].value(torch), levels)
@@ -247,7 +252,7 @@ def reconstruct(qm: QuantizedModel, model, pixels: np.ndarray, *, iterations: in
     if not learn_rounding and not learn_steps:
         raise OptionError("reconstruction with learn_rounding=False and learn_steps=False has nothing to learn; "
                           "turn one of them on")
-    clips = {f"{f.name}.squeeze": f.squeeze_clip for f in qm.arch.fires if f.squeeze_clip}
+    clips = clamped(qm.arch)  # {range-split squeeze: its clamp T}
     if clips and learn_steps:
         raise OptionError(f"{', '.join(clips)} is range-split: its grid must end exactly at its clamp, which "
                           "learned steps cannot keep; use learn_steps=False (the rounding alone is learned)")
@@ -354,9 +359,7 @@ def _input_means(torch, blk: Block, x_fp, convs: dict, chunk: int) -> None:
         if len(blk.convs) > 1:
             total = 0
             for i in range(0, len(x_fp), chunk):
-                y = F.relu(F.conv2d(x_fp[i:i + chunk], first.fp_weight, first.fp_bias))
-                if first.clip:  # a range-split squeeze (FireSpec.squeeze_clip)
-                    y = torch.clamp(y, max=first.clip)
+                y = first.clamp_fp(torch, F.relu(F.conv2d(x_fp[i:i + chunk], first.fp_weight, first.fp_bias)))
                 total = total + y.sum((0, 2, 3), dtype=torch.float64)
             mean = (total / (len(x_fp) * y.shape[2] * y.shape[3])).float()
             for name in blk.convs[1:]:

@@ -236,7 +236,8 @@ def reference_logits(qm, pixels: np.ndarray, *, kernel=None) -> np.ndarray:
 
 def rank(layers: Sequence[LayerSensitivity], order: Sequence[str]) -> list[LayerSensitivity]:
     """Most SQNR gain first, then most agreement gain, then graph `order` (module doc, step 2)."""
-    return sorted(layers, key=lambda s: (-s.sqnr_gain_db, -s.agreement_gain, list(order).index(s.conv)))
+    position = {conv: i for i, conv in enumerate(order)}
+    return sorted(layers, key=lambda s: (-s.sqnr_gain_db, -s.agreement_gain, position[s.conv]))
 
 
 def search_float_convs(model, items: Sequence, pixels: np.ndarray, options, target: AccuracyTarget, *,
